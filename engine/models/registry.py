@@ -1,0 +1,264 @@
+"""Base models: what a user's "source" string means, and loading it (with a one-model cache).
+
+A source is one of
+  * a diffusers folder (``model_index.json`` inside),
+  * a single checkpoint file (``.safetensors``; pickle formats only with ``allow_pickle``),
+  * a Hugging Face hub id (``owner/name``) already downloaded by a ``download_model`` job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.protocol import ErrorCode, ProtocolError
+
+log = logging.getLogger("s2s.models")
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
+SAFE_SUFFIXES = {".safetensors"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+SUPPORTED_PIPELINES = {"StableDiffusionPipeline"}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: str  # "folder" | "single_file" | "hub"
+    location: str  # absolute path, or the hub id
+    name: str
+    allow_pickle: bool = False
+    config: str | None = None  # diffusers folder describing a single file
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.location, self.allow_pickle, self.config)
+
+
+def resolve_source(params: dict) -> ModelRef:
+    """Classify and check a source without importing torch; raise ProtocolError with what to do."""
+    source = params["source"].strip()
+    allow_pickle = bool(params.get("allow_pickle"))
+    config = params.get("config")
+    path = Path(os.path.expanduser(source))
+    if path.exists():
+        path = path.resolve()
+        name = params.get("name") or path.stem
+        if path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise ProtocolError(
+                    ErrorCode.MODEL_ERROR,
+                    f"{path} is a folder but not a diffusers model (no model_index.json)",
+                    "choose the folder that contains model_index.json, or a single .safetensors file",
+                )
+            return ModelRef("folder", str(path), name, allow_pickle)
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES and not allow_pickle:
+            raise ProtocolError(
+                ErrorCode.REFUSED,
+                f"{path.name} is a pickle checkpoint ({suffix}); loading one can run arbitrary code",
+                "use a .safetensors version of this model, or enable 'Allow pickle checkpoints' "
+                "if you trust where the file came from (it is then loaded with weights_only=True)",
+            )
+        if suffix not in SAFE_SUFFIXES | PICKLE_SUFFIXES:
+            raise ProtocolError(
+                ErrorCode.MODEL_ERROR,
+                f"{path.name} is not a model file (expected .safetensors)",
+                "choose a .safetensors checkpoint or a diffusers folder",
+            )
+        if suffix in SAFE_SUFFIXES:
+            check_safetensors_header(path)
+        if config is not None:
+            config_path = Path(config).expanduser()
+            if not (config_path / "model_index.json").is_file():
+                raise ProtocolError(
+                    ErrorCode.MODEL_ERROR,
+                    f"config {config} is not a diffusers folder (no model_index.json)",
+                    "point config at a diffusers folder of the same architecture",
+                )
+            config = str(config_path.resolve())
+        return ModelRef("single_file", str(path), name, allow_pickle, config)
+    if HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+        return ModelRef("hub", source, params.get("name") or source, allow_pickle)
+    raise ProtocolError(
+        ErrorCode.NOT_FOUND,
+        f"{source[:200]!r} is neither an existing file or folder nor a hub id like 'owner/name'",
+        "check the path, or download the model from the hub first",
+    )
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Refuse a truncated or tampered .safetensors before handing it to a loader.
+
+    Layout: 8-byte little-endian header length, a JSON header, then the tensor bytes; every
+    tensor's data_offsets must lie inside the file.
+    """
+    size = path.stat().st_size
+    problem = None
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                problem = "the file is shorter than a safetensors header"
+            else:
+                (header_len,) = struct.unpack("<Q", raw)
+                if header_len > min(size - 8, 100 * 1024 * 1024):
+                    problem = f"its header claims {header_len} bytes, more than the file holds"
+                else:
+                    header = json.loads(fh.read(header_len))
+                    data_len = size - 8 - header_len
+                    for name, info in header.items():
+                        if name == "__metadata__":
+                            continue
+                        start, end = info["data_offsets"]
+                        if not (0 <= start <= end <= data_len):
+                            problem = f"tensor {name!r} points outside the file (truncated download?)"
+                            break
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        problem = f"its header is not valid ({type(exc).__name__})"
+    if problem:
+        raise ProtocolError(
+            ErrorCode.REFUSED,
+            f"{path.name} is not a valid .safetensors file: {problem}",
+            "download the file again; if it came from an untrusted place, delete it",
+        )
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        raise ProtocolError(
+            ErrorCode.NOT_FOUND,
+            f"{repo_id} has not been downloaded yet",
+            "download it first (Models → Add from hub, or `s2s models add` while online)",
+        ) from None
+
+
+class ModelCache:
+    """Keeps one loaded pipeline (a base model is GBs; two rarely fit) and reuses it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.current = None  # LoadedModel
+
+    def load(self, ref: ModelRef, device: str = "auto") -> dict:
+        from engine import devices
+
+        resolved_device = devices.select_device(device)
+        dtype = devices.dtype_name(resolved_device, "inference")
+        with self._lock:
+            if self.current is not None and self.current.key == (ref.key, resolved_device, dtype):
+                return self.current.info(cached=True)
+            self.current = None  # free the old one before loading the next
+            devices.empty_cache(resolved_device)
+            started = time.perf_counter()
+            pipeline = _load_pipeline(ref, resolved_device, dtype)
+            self.current = LoadedModel(ref, pipeline, resolved_device, dtype, time.perf_counter() - started)
+            log.info("loaded %s on %s (%s) in %.1fs", ref.location, resolved_device, dtype, self.current.load_s)
+            return self.current.info(cached=False)
+
+    def require(self) -> LoadedModel:
+        if self.current is None:
+            raise ProtocolError(ErrorCode.NO_MODEL, "no base model is loaded", "load a model first")
+        return self.current
+
+
+@dataclass
+class LoadedModel:
+    ref: ModelRef
+    pipeline: object
+    device: str
+    dtype: str
+    load_s: float
+
+    def __post_init__(self):
+        # Schedulers are swapped per job from the model's own scheduler config.
+        self.base_scheduler_config = dict(self.pipeline.scheduler.config)
+
+    @property
+    def key(self) -> tuple:
+        return (self.ref.key, self.device, self.dtype)
+
+    @property
+    def native_resolution(self) -> int:
+        pipe = self.pipeline
+        return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+    def info(self, cached: bool) -> dict:
+        return {
+            "name": self.ref.name,
+            "kind": self.ref.kind,
+            "location": self.ref.location,
+            "device": self.device,
+            "dtype": self.dtype,
+            "native_resolution": self.native_resolution,
+            "pipeline": type(self.pipeline).__name__,
+            "load_s": round(self.load_s, 3),
+            "cached": cached,
+        }
+
+
+def _load_pipeline(ref: ModelRef, device: str, dtype_name: str):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    dtype = getattr(torch, dtype_name)
+    common = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    if ref.kind in ("folder", "hub"):
+        folder = Path(ref.location) if ref.kind == "folder" else _hub_snapshot(ref.location)
+        _check_pipeline_class(folder)
+        try:
+            # use_safetensors=True never falls back to pickle .bin weights unless opted in.
+            pipe = StableDiffusionPipeline.from_pretrained(
+                folder, use_safetensors=not ref.allow_pickle, local_files_only=True, **common
+            )
+        except (OSError, EnvironmentError) as exc:
+            if "safetensors" in str(exc).lower() and not ref.allow_pickle:
+                raise ProtocolError(
+                    ErrorCode.REFUSED,
+                    f"{folder.name} has only pickle (.bin) weights; loading them can run arbitrary code",
+                    "convert the model to .safetensors, or enable 'Allow pickle checkpoints' if you trust it",
+                ) from None
+            raise
+    else:
+        kwargs = dict(common)
+        if ref.config:
+            kwargs["config"] = ref.config
+        kwargs["local_files_only"] = os.environ.get("HF_HUB_OFFLINE") == "1" or bool(ref.config)
+        try:
+            pipe = StableDiffusionPipeline.from_single_file(ref.location, **kwargs)
+        except (OSError, ValueError) as exc:
+            if not ref.config:
+                raise ProtocolError(
+                    ErrorCode.MODEL_ERROR,
+                    f"could not find the configuration for {Path(ref.location).name}: {exc}",
+                    "a single checkpoint file needs its architecture's config: connect to the internet "
+                    "once, or give a diffusers folder of the same model family as 'config'",
+                ) from None
+            raise
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _check_pipeline_class(folder: Path) -> None:
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ProtocolError(ErrorCode.MODEL_ERROR, f"cannot read {folder}/model_index.json: {exc}") from None
+    cls = index.get("_class_name")
+    if cls not in SUPPORTED_PIPELINES:
+        raise ProtocolError(
+            ErrorCode.MODEL_ERROR,
+            f"{folder.name} is a {cls}; this version supports Stable Diffusion 1.x/2.x models",
+            "choose a Stable Diffusion 1.5-family model",
+        )

@@ -1,0 +1,141 @@
+"""The main window: page navigation on the left, pages in the middle, jobs and log docks."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, QUrl
+from PySide6.QtGui import QAction, QDesktopServices
+from PySide6.QtWidgets import QLabel, QListWidget, QMainWindow, QMessageBox, QSplitter, QStackedWidget
+from qasync import asyncSlot
+
+from s2s_desktop import __version__
+from s2s_desktop import settings as app_settings
+from s2s_desktop.pages.generate import GeneratePage
+from s2s_desktop.pages.upcoming import UpcomingPage
+from s2s_desktop.widgets.jobs_dock import JobsDock
+from s2s_desktop.widgets.log_dock import LogDock
+from s2s_desktop.widgets.models_dialog import ModelsDialog
+
+PAGES = ("library", "train", "generate", "edit", "evaluate")
+PAGE_TITLES = {"library": "Library", "train": "Train", "generate": "Generate", "edit": "Edit", "evaluate": "Evaluate"}
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, engine, settings: app_settings.Settings, start_engine: bool = True):
+        super().__init__()
+        self.engine = engine
+        self.settings = settings
+        self.setWindowTitle(f"Subject2Subject {__version__}")
+        self.resize(1280, 820)
+
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        self.nav.setFixedWidth(150)
+        self.nav.setIconSize(QSize(20, 20))
+        self.nav.setStyleSheet("QListWidget#nav { font-size: 15px; } QListWidget#nav::item { padding: 10px 8px; }")
+        self.stack = QStackedWidget()
+        self.generate_page = GeneratePage(engine, settings)
+        self.generate_page.open_models.connect(self.show_models)
+        self.pages = {}
+        for key in PAGES:
+            page = self.generate_page if key == "generate" else UpcomingPage(key)
+            self.pages[key] = page
+            self.stack.addWidget(page)
+            self.nav.addItem(PAGE_TITLES[key])
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        splitter = QSplitter()
+        splitter.addWidget(self.nav)
+        splitter.addWidget(self.stack)
+        splitter.setStretchFactor(1, 1)
+        splitter.setCollapsible(0, False)
+        self.setCentralWidget(splitter)
+
+        self.jobs_dock = JobsDock(engine, self)
+        self.log_dock = LogDock(engine, app_settings.app_home() / "logs" / "engine.log", self)
+        self.addDockWidget(Qt.BottomDockWidgetArea, self.jobs_dock)
+        self.addDockWidget(Qt.BottomDockWidgetArea, self.log_dock)
+        self.tabifyDockWidget(self.jobs_dock, self.log_dock)
+        self.jobs_dock.raise_()
+        self.resizeDocks([self.jobs_dock], [170], Qt.Vertical)
+
+        self.engine_status = QLabel()
+        self.statusBar().addPermanentWidget(self.engine_status)
+        self._build_menus()
+        self.models_dialog: ModelsDialog | None = None
+        engine.state_changed.connect(self.on_engine_state)
+        self.show_page("generate")
+        self.on_engine_state("stopped" if not start_engine else "starting", "")
+        if start_engine:
+            engine.start_in_background()
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        models = QAction("&Models…", self)
+        models.setShortcut("Ctrl+M")
+        models.triggered.connect(self.show_models)
+        outputs = QAction("Open &outputs folder", self)
+        outputs.triggered.connect(
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(app_settings.outputs_dir())))
+        )
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut("Ctrl+Q")
+        quit_action.triggered.connect(self.close)
+        for action in (models, outputs, quit_action):
+            file_menu.addAction(action)
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.jobs_dock.toggleViewAction())
+        view_menu.addAction(self.log_dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        about = QAction("&About", self)
+        about.triggered.connect(
+            lambda: QMessageBox.about(
+                self,
+                "Subject2Subject",
+                f"Subject2Subject {__version__}\nPersonalised text-to-image on your own computer.\n"
+                f"Data folder: {app_settings.app_home()}",
+            )
+        )
+        help_menu.addAction(about)
+
+    def show_page(self, key: str) -> None:
+        self.nav.setCurrentRow(PAGES.index(key))
+
+    def show_models(self) -> None:
+        if self.models_dialog is None:
+            self.models_dialog = ModelsDialog(self.engine, self.settings, self)
+            self.models_dialog.model_loaded.connect(self.generate_page.set_model_info)
+        self.models_dialog.refresh()
+        self.models_dialog.show()
+        self.models_dialog.raise_()
+
+    def on_engine_state(self, state: str, detail: str) -> None:
+        labels = {
+            "starting": "Engine starting…",
+            "ready": "Engine ready",
+            "loading": f"Loading {detail}…",
+            "model": f"Model: {detail}",
+            "died": f"Engine stopped: {detail} — restarting",
+            "failed": f"Engine: {detail}",
+            "stopped": "Engine not running",
+        }
+        self.engine_status.setText(labels.get(state, state))
+        if state == "died":
+            self.statusBar().showMessage(f"The engine stopped: {detail}. Restarting it.", 15000)
+        if state == "ready" and self.engine.client.restarts == 0:
+            self.on_first_ready()
+        if state == "model" and self.engine.client.loaded_model:
+            self.generate_page.set_model_info(self.engine.client.loaded_model)
+
+    @asyncSlot()
+    async def on_first_ready(self) -> None:
+        """Load the active model as soon as the engine is up (the user's last choice)."""
+        entry = self.settings.active
+        if entry is None:
+            return
+        try:
+            await self.engine.load_model(entry.load_params(self.settings.device))
+        except Exception as exc:
+            self.statusBar().showMessage(f"Could not load {entry.name}: {exc}", 20000)
+
+    def closeEvent(self, event) -> None:
+        self.engine.close()
+        super().closeEvent(event)

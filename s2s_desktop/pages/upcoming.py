@@ -1,0 +1,45 @@
+"""Pages whose features have not landed yet: they say what they will hold, and do nothing fake."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+PLANNED = {
+    "library": (
+        "Subject library",
+        "Create a subject (“Biscuit”, a dog), drop 5–20 photos on it, see which photos were refused "
+        "and why, fix crops, and find all its runs, galleries and edits in one place.",
+    ),
+    "train": (
+        "Training",
+        "Teach the model your subject with DreamBooth, DreamBooth-LoRA, Textual Inversion or pivotal "
+        "tuning; a preflight shows seconds per step and memory before you commit, then a live loss "
+        "curve and sample images, with pause, cancel and resume.",
+    ),
+    "edit": (
+        "Edit",
+        "Edit any image without masks by steering cross-attention (Prompt-to-Prompt): see what every "
+        "word attends to, reweight words with sliders, swap words, and put your subject into a picture.",
+    ),
+    "evaluate": (
+        "Evaluate",
+        "Generate galleries of several runs side by side on a shared prompt list and seeds, and score "
+        "them (CLIP-T, CLIP-I, DINO, FID, IS) in a table you can export.",
+    ),
+}
+
+
+class UpcomingPage(QWidget):
+    def __init__(self, key: str, parent=None):
+        super().__init__(parent)
+        title, text = PLANNED[key]
+        heading = QLabel(f"<h2>{title}</h2>")
+        body = QLabel(text + "<br><br><i>Not available in this version yet.</i>")
+        body.setWordWrap(True)
+        body.setMaximumWidth(620)
+        layout = QVBoxLayout(self)
+        layout.addStretch(1)
+        layout.addWidget(heading, 0, Qt.AlignHCenter)
+        layout.addWidget(body, 0, Qt.AlignHCenter)
+        layout.addStretch(2)
