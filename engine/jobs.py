@@ -7,6 +7,7 @@ Handlers receive a ``JobContext`` and call ``ctx.progress(...)`` once per denois
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,13 +31,15 @@ class JobFailed(Exception):
 
 
 _job_numbers = itertools.count(1)
+# Job ids stay unique across engine restarts, so a client never confuses a new job with an old one.
+_PROCESS_TAG = secrets.token_hex(2)
 
 
 @dataclass
 class Job:
     kind: str
     params: dict
-    id: str = field(default_factory=lambda: f"j{next(_job_numbers)}")
+    id: str = field(default_factory=lambda: f"{_PROCESS_TAG}-{next(_job_numbers)}")
     state: str = "queued"  # queued | running | finished | failed | cancelled
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     step: int = 0

@@ -210,7 +210,8 @@ class Server:
             job.cancel_requested.set()
         if was_queued:
             self.send(protocol.event(job.id, "cancelled", reason="cancelled before it started"))
-        return {"job": job.id, "state": job.state if was_queued else "cancelling"}
+        # "step" lets a caller check that the cancel took effect within one step of this point.
+        return {"job": job.id, "state": job.state if was_queued else "cancelling", "step": job.step}
 
     def _method_jobs(self, request_id, params) -> dict:
         with self._lock:

@@ -32,9 +32,10 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engine.jobs import JobCancelled, JobContext, JobFailed
 
@@ -79,7 +80,7 @@ def weight_variant(filename: str) -> str | None:
     """``"fp16"`` for ``diffusion_pytorch_model.fp16.safetensors`` (or a shard of it), ``None`` for
     the plain ``diffusion_pytorch_model.safetensors`` / ``model-00001-of-00002.safetensors``."""
     name = filename.rsplit("/", 1)[-1]
-    stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+    stem = name.removesuffix(".safetensors")
     stem = _SHARD.sub("", stem)
     return stem.split(".", 1)[1] if "." in stem else None
 
@@ -166,6 +167,9 @@ class _Transfer:
 
     def add(self, n: int) -> None:
         self.done = max(0, self.done + n)
+        if self.total <= 0:  # before the plan is known (model_index.json): no total to report yet
+            self.ctx.check_cancelled()
+            return
         self.report()
 
     def report(self, force: bool = False) -> None:
@@ -247,6 +251,20 @@ def _offline() -> bool:
 
 
 @contextlib.contextmanager
+def _cancel_wins(ctx: JobContext) -> Iterator[None]:
+    """A failure that ends a cancelled job (e.g. a stalled connection timing out after the user
+    pressed cancel) is reported as the cancel it really is."""
+    try:
+        yield
+    except JobCancelled:
+        raise
+    except Exception:
+        if ctx.cancelled:
+            raise JobCancelled() from None
+        raise
+
+
+@contextlib.contextmanager
 def _translate_hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
     """Turn hf_hub's exceptions into JobFailed messages a user can act on."""
     from huggingface_hub import errors as hf_errors
@@ -284,7 +302,9 @@ def _translate_hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
             code=CODE_NOT_FOUND,
         ) from None
     except hf_errors.DisabledRepoError:
-        raise JobFailed(f"{repo_id} has been disabled on the hub", "choose another model", code=CODE_NOT_FOUND) from None
+        raise JobFailed(
+            f"{repo_id} has been disabled on the hub", "choose another model", code=CODE_NOT_FOUND
+        ) from None
     except hf_errors.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
@@ -295,8 +315,11 @@ def _translate_hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
                 code=CODE_GATED,
             ) from None
         if status == 429:
-            raise JobFailed("the hub is rate-limiting downloads (HTTP 429)", "wait a few minutes and try again",
-                            code=CODE_OFFLINE) from None
+            raise JobFailed(
+                "the hub is rate-limiting downloads (HTTP 429)",
+                "wait a few minutes and try again",
+                code=CODE_OFFLINE,
+            ) from None
         raise JobFailed(
             f"the hub answered with an error for {repo_id} (HTTP {status})",
             "the hub may be having problems; try again later",
@@ -343,11 +366,15 @@ def _check_pipeline(repo_id: str, index_path: str) -> dict:
     try:
         index = json.loads(Path(index_path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise JobFailed(f"{repo_id}: model_index.json is not readable ({exc})", "choose another repo",
-                        code=CODE_UNSUPPORTED) from None
+        raise JobFailed(
+            f"{repo_id}: model_index.json is not readable ({exc})",
+            "choose another repo",
+            code=CODE_UNSUPPORTED,
+        ) from None
     if not isinstance(index, dict):
-        raise JobFailed(f"{repo_id}: model_index.json is not a JSON object", "choose another repo",
-                        code=CODE_UNSUPPORTED)
+        raise JobFailed(
+            f"{repo_id}: model_index.json is not a JSON object", "choose another repo", code=CODE_UNSUPPORTED
+        )
     cls = index.get("_class_name")
     if cls not in SUPPORTED_PIPELINES:
         raise JobFailed(
@@ -384,7 +411,9 @@ def run_download_job(params: dict, ctx: JobContext, state: Any = None) -> dict:
     repo_id = params["repo_id"].strip()
     revision = params.get("revision") or None
     if not HUB_ID.match(repo_id):
-        raise JobFailed(f"{repo_id[:200]!r} is not a hub id", "a hub id looks like owner/name", code="invalid_params")
+        raise JobFailed(
+            f"{repo_id[:200]!r} is not a hub id", "a hub id looks like owner/name", code="invalid_params"
+        )
     if _offline():
         raise _unreachable(repo_id, "offline mode is on: HF_HUB_OFFLINE is set")
 
@@ -392,7 +421,7 @@ def run_download_job(params: dict, ctx: JobContext, state: Any = None) -> dict:
 
     endpoint = _endpoint()
     api = HfApi(endpoint=endpoint)
-    with _translate_hub_errors(repo_id, revision), _cancellable_http_downloads():
+    with _cancel_wins(ctx), _translate_hub_errors(repo_id, revision), _cancellable_http_downloads():
         ctx.log(f"listing {repo_id}" + (f"@{revision}" if revision else ""))
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
         sizes = _repo_sizes(info)
@@ -408,7 +437,7 @@ def run_download_job(params: dict, ctx: JobContext, state: Any = None) -> dict:
         # model_index.json first, at the requested revision: this records refs/<revision> in the
         # cache (so snapshot_download(repo_id, local_files_only=True) finds the snapshot) and tells
         # us the commit, to which every other file is pinned.
-        transfer = _Transfer(ctx, sizes.get("model_index.json") or 0)
+        transfer = _Transfer(ctx, 0)
         transfer.file = "model_index.json"
         bar = _progress_bar_class(transfer)
         index_path = hf_hub_download(
@@ -422,11 +451,18 @@ def run_download_job(params: dict, ctx: JobContext, state: Any = None) -> dict:
         model_index = _check_pipeline(repo_id, index_path)
         plan = plan_files(repo_id, sizes, model_index)
         if plan.skipped:
-            ctx.log(f"skipping {len(plan.skipped)} file(s) not needed in safetensors form: "
-                    + ", ".join(plan.skipped[:8]) + (" …" if len(plan.skipped) > 8 else ""))
+            ctx.log(
+                f"skipping {len(plan.skipped)} file(s) not needed in safetensors form: "
+                + ", ".join(plan.skipped[:8])
+                + (" …" if len(plan.skipped) > 8 else "")
+            )
 
-        cached = {p for p in plan.files if isinstance(try_to_load_from_cache(repo_id, p, revision=commit), str)}
-        _check_disk_space(Path(constants.HF_HUB_CACHE), sum(plan.sizes[p] or 0 for p in plan.files if p not in cached))
+        cached = {
+            p for p in plan.files if isinstance(try_to_load_from_cache(repo_id, p, revision=commit), str)
+        }
+        _check_disk_space(
+            Path(constants.HF_HUB_CACHE), sum(plan.sizes[p] or 0 for p in plan.files if p not in cached)
+        )
 
         transfer.total = plan.total_bytes
         transfer.done = sum(plan.sizes[p] or 0 for p in cached | {"model_index.json"})

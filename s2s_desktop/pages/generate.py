@@ -88,6 +88,7 @@ class GeneratePage(QWidget):
         size_row.addWidget(self.width_box)
         size_row.addWidget(QLabel("×"))
         size_row.addWidget(self.height_box)
+        size_row.addStretch(1)
         self.batch = QSpinBox()
         self.batch.setRange(1, 16)
         self.batch.setValue(settings.generate.batch)
