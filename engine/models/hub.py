@@ -477,8 +477,9 @@ def run_download_job(params: dict, ctx: JobContext, state: Any = None) -> dict:
             expected = plan.sizes[filename]
             if expected is None:
                 transfer.total += actual
-            transfer.done = start + actual
-            transfer.report()
+            if transfer.done != start + actual:  # cached blob (no transfer) or a size that differed
+                transfer.done = start + actual
+                transfer.report()
         if transfer.done != transfer.total:  # a size the listing got wrong: still end at 100 %
             transfer.done = transfer.total
             transfer.report(force=True)

@@ -132,10 +132,18 @@ def check_safetensors_header(path: Path) -> None:
 
 def _hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
+    except IncompleteSnapshotError as exc:
+        # Our downloads skip pickles and fp16 variants on purpose; a cached tree listing from an
+        # earlier full download would call that "incomplete". The pipeline files are there.
+        if exc.snapshot_path and (Path(exc.snapshot_path) / "model_index.json").is_file():
+            return Path(exc.snapshot_path)
+        raise ProtocolError(
+            ErrorCode.NOT_FOUND, f"{repo_id} is only partly downloaded", "download it again from the Models dialog"
+        ) from None
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         raise ProtocolError(
             ErrorCode.NOT_FOUND,

@@ -302,10 +302,11 @@ class GeneratePage(QWidget):
         for path in files:
             self.add_result(str(path))
 
-    def show_item(self, item: QListWidgetItem) -> None:
+    def show_item(self, item: QListWidgetItem) -> ImageViewer:
         viewer = ImageViewer(item.data(Qt.UserRole), item.data(Qt.UserRole + 1) or "", self)
         viewer.reuse_requested.connect(self.apply_parameters)
         viewer.show()
+        return viewer
 
     def apply_parameters(self, parsed: dict) -> None:
         """Fill the form from an image's parameters (its exact settings, to vary one thing)."""

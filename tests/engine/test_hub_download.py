@@ -523,3 +523,10 @@ def test_weight_variant_names():
     assert hub_job.weight_variant("unet/diffusion_pytorch_model.fp16.safetensors") == "fp16"
     assert hub_job.weight_variant("unet/diffusion_pytorch_model.non_ema.safetensors") == "non_ema"
     assert hub_job.weight_variant("unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors") == "fp16"
+
+
+def test_a_failure_after_cancel_is_reported_as_the_cancel():
+    job, ctx, _ = _run("a/b")
+    job.cancel_requested.set()
+    with pytest.raises(JobCancelled), hub_job._cancel_wins(ctx):
+        raise TimeoutError("a stalled connection timed out after the user cancelled")

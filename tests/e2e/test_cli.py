@@ -1,0 +1,84 @@
+"""The user CLI as a user runs it: real processes, the exit-code contract (0 ok, 1 failed, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+S2S = [sys.executable, "-m", "s2s_desktop.cli"]
+
+
+def s2s(*args, timeout=180):
+    return subprocess.run([*S2S, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def test_version():
+    result = s2s("--version")
+    assert result.returncode == 0 and result.stdout.startswith("s2s ")
+
+
+def test_generate_from_a_folder_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    result = s2s("generate", "--model", tiny_model_dir, "--prompt", "a red star", "--seed", 3, "--steps", 4, "--out", out)
+    assert result.returncode == 0, result.stderr
+    paths = [Path(line) for line in result.stdout.split()]
+    assert len(paths) == 1 and paths[0].parent == out.resolve()
+    with Image.open(paths[0]) as image:
+        assert "Seed: 3" in image.info["parameters"]
+    assert "4/4" in result.stderr  # the progress bar
+
+
+def test_models_add_list_then_generate_with_active_model_json(tiny_model_dir, tiny_single_file, tmp_path):
+    added = s2s("models", "add", tiny_single_file, "--config", tiny_model_dir, "--name", "tiny-file")
+    assert added.returncode == 0, added.stderr
+    listing = json.loads(s2s("models", "list", "--json").stdout)
+    assert listing == [
+        {"name": "tiny-file", "source": str(tiny_single_file), "kind": "single_file", "allow_pickle": False,
+         "config": str(tiny_model_dir), "active": True}
+    ]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a blue circle\n# a comment\n\na green heart\n", encoding="utf-8")
+    result = s2s("generate", "--prompts", prompts, "--seed", 1, "--batch", 2, "--steps", 2, "--out", tmp_path / "o", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [(i["prompt"], i["seed"]) for i in summary["images"]] == [
+        ("a blue circle", 1), ("a blue circle", 2), ("a green heart", 1), ("a green heart", 2)
+    ]
+    assert summary["failed"] == []
+
+
+def test_bad_input_exits_2_with_a_message(tiny_model_dir, tmp_path):
+    no_prompt = s2s("generate", "--model", tiny_model_dir, "--out", tmp_path)
+    assert no_prompt.returncode == 2 and "prompt" in no_prompt.stderr
+    bad_size = s2s("generate", "--model", tiny_model_dir, "--prompt", "x", "--width", 100, "--out", tmp_path)
+    assert bad_size.returncode == 2 and "multiple of 8" in bad_size.stderr
+    missing = s2s("generate", "--model", tmp_path / "nope", "--prompt", "x", "--out", tmp_path)
+    assert missing.returncode == 2 and "neither an existing file" in missing.stderr
+    no_model = s2s("generate", "--prompt", "x", "--out", tmp_path)
+    assert no_model.returncode == 2 and "s2s models add" in no_model.stderr
+
+
+def test_pickle_checkpoint_refused_unless_opted_in(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"\x80\x04not a model")
+    refused = s2s("models", "add", ckpt)
+    assert refused.returncode == 2
+    assert "pickle" in refused.stderr and "arbitrary code" in refused.stderr
+    assert json.loads(s2s("models", "list", "--json").stdout) == []
+    # opted in: it is no longer refused as a pickle (it then fails as the broken file it is)
+    opted = s2s("models", "add", ckpt, "--allow-pickle")
+    assert "arbitrary code" not in opted.stderr and opted.returncode != 0
+
+
+def test_screenshot_renders_a_png(tmp_path):
+    out = tmp_path / "shot.png"
+    result = s2s("--screenshot", out, "--page", "generate")
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        assert image.size[0] >= 1000 and image.size[1] >= 600
+        assert len(image.convert("L").getcolors(maxcolors=100000) or []) > 20  # not a blank canvas

@@ -1,0 +1,122 @@
+"""The real window, offscreen, with a real engine subprocess and a tiny model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
+
+from s2s_desktop.main_window import MainWindow
+from s2s_desktop.qt_engine import QtEngine
+from s2s_desktop.settings import Settings
+
+
+@pytest.fixture
+def window(qtbot, aloop, run_until):
+    engine = QtEngine()
+    win = MainWindow(engine, Settings.load())
+    qtbot.addWidget(win)
+    win.show()
+    run_until(lambda: engine.state == "ready", 60, "engine never became ready")
+    yield win
+    win.close()
+
+
+def test_window_opens_with_all_pages(qtbot, aloop):
+    win = MainWindow(QtEngine(), Settings.load(), start_engine=False)
+    qtbot.addWidget(win)
+    win.show()
+    titles = [win.nav.item(i).text() for i in range(win.nav.count())]
+    assert titles == ["Library", "Train", "Generate", "Edit", "Evaluate"]
+    assert win.stack.currentWidget() is win.generate_page
+    assert "No model yet" in win.generate_page.model_label.text()
+    win.show_page("edit")
+    texts = " ".join(label.text() for label in win.stack.currentWidget().findChildren(QLabel))
+    assert "Prompt-to-Prompt" in texts and "Not available in this version yet" in texts
+
+
+def test_generate_puts_image_in_grid(window, run_until, tiny_model_dir, isolated_home):
+    page = window.generate_page
+    window.show_models()
+    dialog = window.models_dialog
+    dialog.add_source(str(tiny_model_dir), name="tiny")
+    run_until(lambda: page._model_info is not None, 120, "model never loaded")
+    assert page.width_box.value() == 64
+    assert Settings.load().active_model == "tiny"
+    dialog.close()
+
+    page.prompt.setPlainText("a red star on a blue background")
+    page.seed.setValue(3)
+    page.steps.setValue(5)
+    page.batch.setValue(2)
+    before = page.results.count()
+    page.generate_button.click()
+    run_until(lambda: page.results.count() == before + 2 and page.generate_button.isEnabled(), 120, page.status.text())
+    assert page.progress.value() == 5
+    assert page.status.text().startswith("Done")
+    item = page.results.item(0)
+    path = Path(item.data(Qt.UserRole))
+    assert path.is_file() and path.is_relative_to(isolated_home / "outputs")
+    assert "Seed: 4" in item.data(Qt.UserRole + 1) or "Seed: 3" in item.data(Qt.UserRole + 1)
+    # the jobs dock saw the job finish
+    states = [window.jobs_dock.tree.topLevelItem(i).text(2) for i in range(window.jobs_dock.tree.topLevelItemCount())]
+    assert "finished" in states
+    # clicking a result opens the full-size viewer with its parameters
+    viewer = page.show_item(item)
+    assert viewer.isVisible() and "Sampler: DDIM" in viewer.text.toPlainText()
+    assert viewer.image_label.pixmap().width() == 64
+    viewer.close()
+    # the engine's log reached the log dock
+    run_until(lambda: "loaded" in window.log_dock.text(), 10)
+
+
+def test_pickle_checkpoint_is_refused_with_the_message_shown(window, run_until, tmp_path):
+    ckpt = tmp_path / "downloaded-model.ckpt"
+    ckpt.write_bytes(b"\x80\x04 pretend pickle")
+    window.show_models()
+    dialog = window.models_dialog
+    assert not dialog.allow_pickle.isChecked()
+    dialog.add_source(str(ckpt))
+    run_until(lambda: "Could not add" in dialog.message.text(), 30)
+    text = dialog.message.text()
+    assert "pickle" in text and "arbitrary code" in text and "What to do" in text
+    assert Settings.load().models == []  # not added
+
+
+def test_cancel_from_the_generate_page(window, run_until, tiny_model_dir):
+    page = window.generate_page
+    window.show_models()
+    window.models_dialog.add_source(str(tiny_model_dir), name="tiny")
+    run_until(lambda: page._model_info is not None, 120)
+    page.prompt.setPlainText("slow one")
+    page.steps.setValue(400)
+    page.width_box.setValue(256)
+    page.height_box.setValue(256)
+    page.generate_button.click()
+    run_until(lambda: page.progress.value() >= 1, 60)
+    page.cancel_button.click()
+    run_until(lambda: page.status.text() == "Cancelled.", 60)
+    assert page.generate_button.isEnabled()
+
+
+def test_gui_imports_no_torch():
+    """Build the whole window in a fresh interpreter and check torch & co never got imported."""
+    code = (
+        "import os, sys\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from s2s_desktop.app import create_app, build_window\n"
+        "app = create_app()\n"
+        "import asyncio, qasync\n"
+        "asyncio.set_event_loop(qasync.QEventLoop(app))\n"
+        "w = build_window(start_engine=False); w.show(); app.processEvents()\n"
+        "w.show_models(); app.processEvents()\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout, result.stdout
