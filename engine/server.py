@@ -14,8 +14,9 @@ import queue
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from engine import __version__, protocol
 from engine.jobs import Job, JobCancelled, JobContext, JobFailed

@@ -230,7 +230,7 @@ def _load_pipeline(ref: ModelRef, device: str, dtype_name: str):
             pipe = StableDiffusionPipeline.from_pretrained(
                 folder, use_safetensors=not ref.allow_pickle, local_files_only=True, **common
             )
-        except (OSError, EnvironmentError) as exc:
+        except OSError as exc:
             if "safetensors" in str(exc).lower() and not ref.allow_pickle:
                 raise ProtocolError(
                     ErrorCode.REFUSED,

@@ -29,7 +29,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             chars.append(256 + extra)
             extra += 1
-    return dict(zip(printable, map(chr, chars)))
+    return dict(zip(printable, map(chr, chars), strict=True))
 
 
 def write_byte_level_tokenizer(folder: Path, merges: list[tuple[str, str]] = ()) -> None:

@@ -49,6 +49,7 @@ class GeneratePage(QWidget):
         self.engine = engine
         self.settings = settings
         self.current_job: str | None = None
+        self._insert_at = 0
         self._model_info: dict | None = None
 
         # ---- left: prompt and settings
@@ -241,6 +242,7 @@ class GeneratePage(QWidget):
             return
         name = message.get("event")
         if name == "started":
+            self._insert_at = 0
             self.show_status("Generating…")
         elif name == "progress":
             total = max(int(message.get("total") or 1), 1)
@@ -249,7 +251,9 @@ class GeneratePage(QWidget):
             eta = message.get("eta_s")
             self.show_status(f"Step {message.get('step')}/{total}" + (f" · about {eta:.0f} s left" if eta else ""))
         elif name == "artifact" and message.get("kind") == "image":
-            self.add_result(message["path"], message.get("parameters", ""), first=True)
+            # newest batch first, its images in seed order
+            self.add_result(message["path"], message.get("parameters", ""), at=self._insert_at)
+            self._insert_at += 1
         elif name in protocol.TERMINAL_EVENTS:
             self.generate_button.setEnabled(True)
             self.cancel_button.setEnabled(False)
@@ -277,7 +281,7 @@ class GeneratePage(QWidget):
         self.settings.save()
 
     # ------------------------------------------------------------------ results
-    def add_result(self, path: str, parameters: str = "", first: bool = False) -> None:
+    def add_result(self, path: str, parameters: str = "", at: int | None = None) -> None:
         reader = QImageReader(path)
         size = reader.size()
         if size.isValid():  # decode at thumbnail size (also enlarges small model outputs)
@@ -289,8 +293,8 @@ class GeneratePage(QWidget):
         item.setData(Qt.UserRole, path)
         item.setData(Qt.UserRole + 1, parameters or read_parameters(path))
         item.setToolTip((parameters or "").split("\n")[0])
-        if first:
-            self.results.insertItem(0, item)
+        if at is not None:
+            self.results.insertItem(at, item)
         else:
             self.results.addItem(item)
         self.results_title.setText(f"<b>Results</b> ({self.results.count()})")

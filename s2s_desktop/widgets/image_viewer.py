@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSplitter,
     QVBoxLayout,
+    QWidget,
 )
 
 from s2s_desktop.image_meta import parse_parameters
@@ -32,6 +33,11 @@ class ImageViewer(QDialog):
 
         self.image_label = QLabel(alignment=Qt.AlignCenter)
         pixmap = QPixmap(path)
+        self.original_size = pixmap.size()
+        if 0 < max(pixmap.width(), pixmap.height()) < 384:
+            # Small model outputs: enlarge by a whole factor, nearest-neighbour, so pixels stay honest.
+            factor = 384 // max(pixmap.width(), pixmap.height())
+            pixmap = pixmap.scaled(pixmap.size() * factor, Qt.KeepAspectRatio, Qt.FastTransformation)
         self.image_label.setPixmap(pixmap)
         scroll = QScrollArea()
         scroll.setWidget(self.image_label)
@@ -40,7 +46,7 @@ class ImageViewer(QDialog):
 
         self.text = QPlainTextEdit(parameters or "(this image carries no generation parameters)")
         self.text.setReadOnly(True)
-        size = QLabel(f"{pixmap.width()} × {pixmap.height()} px · {path}")
+        size = QLabel(f"{self.original_size.width()} × {self.original_size.height()} px · {path}")
         size.setWordWrap(True)
         size.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
@@ -63,7 +69,7 @@ class ImageViewer(QDialog):
         side.addWidget(QLabel("<b>Parameters</b>"))
         side.addWidget(self.text, 1)
         side.addWidget(size)
-        side_widget = QLabel()
+        side_widget = QWidget()
         side_widget.setLayout(side)
         splitter = QSplitter()
         splitter.addWidget(scroll)

@@ -68,7 +68,7 @@ def test_generate_puts_image_in_grid(window, run_until, tiny_model_dir, isolated
     # clicking a result opens the full-size viewer with its parameters
     viewer = page.show_item(item)
     assert viewer.isVisible() and "Sampler: DDIM" in viewer.text.toPlainText()
-    assert viewer.image_label.pixmap().width() == 64
+    assert viewer.original_size.width() == 64 and viewer.image_label.pixmap().width() >= 384
     viewer.close()
     # the engine's log reached the log dock
     run_until(lambda: "loaded" in window.log_dock.text(), 10)

@@ -1,0 +1,90 @@
+"""Render the README screenshots from the real app: real engine, real model, real generation.
+
+    python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots]
+
+Without --model, a tiny random SD-shaped model is built (its images are noise: the point is the UI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model")
+    parser.add_argument("--prompt", default="a red star on a blue background")
+    parser.add_argument("--size", type=int, default=0, help="image size (default: the model's native size)")
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    args = parser.parse_args(argv)
+    home = tempfile.mkdtemp(prefix="s2s-shots-")
+    os.environ["S2S_HOME"] = home
+    model = args.model
+    if model is None:
+        from engine.models.tiny import save_tiny_pipeline
+
+        model = str(save_tiny_pipeline(Path(home) / "tiny-sd"))
+
+    import qasync
+
+    from s2s_desktop.app import build_window, create_app
+
+    app = create_app()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    window = build_window()
+    window.resize(1280, 820)
+    window.show()
+
+    def run_until(predicate, timeout=300):
+        async def poll():
+            deadline = time.monotonic() + timeout
+            while not predicate():
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                await asyncio.sleep(0.05)
+
+        loop.run_until_complete(poll())
+
+    run_until(lambda: window.engine.state == "ready")
+    window.show_models()
+    dialog = window.models_dialog
+    dialog.add_source(model, name=Path(model).stem)
+    page = window.generate_page
+    run_until(lambda: page._model_info is not None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dialog.grab().save(str(args.out / "models-dialog.png"))
+    dialog.close()
+    page.prompt.setPlainText(args.prompt)
+    page.negative.setPlainText("blurry")
+    page.seed.setValue(3)
+    page.steps.setValue(25)
+    page.batch.setValue(4)
+    if args.size:
+        page.width_box.setValue(args.size)
+        page.height_box.setValue(args.size)
+    page.generate_button.click()
+    run_until(lambda: page.results.count() >= 4 and page.generate_button.isEnabled())
+    window.jobs_dock.tree.setCurrentItem(window.jobs_dock.tree.topLevelItem(0))
+    app.processEvents()
+    window.grab().save(str(args.out / "generate.png"))
+    viewer = page.show_item(page.results.item(0))
+    app.processEvents()
+    viewer.grab().save(str(args.out / "image-viewer.png"))
+    viewer.close()
+    window.close()
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
