@@ -1,0 +1,374 @@
+"""Train the toy-world model from scratch: VAE first, then text encoder + UNet.
+
+    python -m engine.toy.train_toy --preset cpu  --out resources/toy-world   # ≈ 2 h on 2 CPU cores
+    python -m engine.toy.train_toy --preset gpu  --out resources/toy-world   # minutes on a CUDA GPU
+
+Resumable: checkpoints go to --work-dir (outside git) every few hundred steps; rerunning the same
+command continues. Everything is seeded; the dataset is rendered once and cached in the work dir.
+
+Attention supervision: real Stable Diffusion localises nouns by itself from billions of captions; a
+model trained on a few thousand synthetic ones does not (its maps stay flat). The toy model exists
+to be an oracle for Prompt-to-Prompt and heatmaps, so an auxiliary loss on the 16×16
+cross-attention of each object's colour and shape tokens (up inside the object's ground-truth mask,
+down outside) gives it the property on purpose. It is switched off at high noise (t ≥ 700) where
+the image has no layout yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from engine.toy import world
+from engine.toy.model import IMAGE_SIZE, build_components
+
+log = logging.getLogger("s2s.toy.train")
+
+
+@dataclass
+class ToyTrainConfig:
+    seed: int = 0
+    n_scenes: int = 20000
+    vae_steps: int = 3000
+    vae_batch: int = 64
+    vae_lr: float = 1e-3
+    unet_steps: int = 6000
+    unet_batch: int = 64
+    unet_lr: float = 8e-4
+    min_snr_gamma: float = 5.0
+    caption_dropout: float = 0.1
+    attn_weight: float = 0.1
+    attn_max_timestep: int = 700
+    checkpoint_every: int = 500
+    max_minutes: float = 0.0  # 0: no limit; else stop (and export) when the budget is spent
+
+
+PRESETS = {
+    "cpu": ToyTrainConfig(),
+    "gpu": ToyTrainConfig(n_scenes=60000, vae_steps=6000, vae_batch=128, unet_steps=16000, unet_batch=128),
+    "smoke": ToyTrainConfig(n_scenes=256, vae_steps=20, vae_batch=16, unet_steps=20, unet_batch=16, checkpoint_every=10),
+}
+
+# Training scenes use seeds below this; evaluation scenes use seeds above it.
+HELD_OUT_SEED_BASE = 1_000_000
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def _render_chunk(args) -> tuple:
+    start, count, seed = args
+    images, captions, masks16, token_words = [], [], [], []
+    for i in range(start, start + count):
+        rng = np.random.default_rng([seed, i])
+        scene = world.sample_scene(rng)
+        image, masks = world.render(scene, IMAGE_SIZE)
+        images.append(image)
+        captions.append(scene.caption)
+        m16 = np.zeros((2, 16, 16), np.float32)
+        words = np.full((2, 2), -1, np.int16)  # per object: word index of its colour, its shape
+        caption_words = scene.caption.split()
+        cursor = 0
+        for k, (obj, mask) in enumerate(zip(scene.objects, masks, strict=True)):
+            m16[k] = mask.reshape(16, 4, 16, 4).mean(axis=(1, 3))
+            for j in range(cursor, len(caption_words) - 1):
+                if caption_words[j] == obj.colour and caption_words[j + 1] == obj.shape:
+                    words[k] = (j, j + 1)
+                    cursor = j + 2
+                    break
+        masks16.append(m16)
+        token_words.append(words)
+    return np.stack(images), captions, np.stack(masks16), np.stack(token_words)
+
+
+def build_dataset(n: int, seed: int, workers: int | None = None) -> dict:
+    workers = workers or max(1, min(16, os.cpu_count() or 1))
+    chunk = max(1, math.ceil(n / (workers * 4)))
+    jobs = [(s, min(chunk, n - s), seed) for s in range(0, n, chunk)]
+    with Pool(workers) as pool:
+        parts = pool.map(_render_chunk, jobs)
+    return {
+        "images": np.concatenate([p[0] for p in parts]),
+        "captions": [c for p in parts for c in p[1]],
+        "masks16": np.concatenate([p[2] for p in parts]),
+        "words": np.concatenate([p[3] for p in parts]),
+    }
+
+
+def load_or_build_dataset(work_dir: Path, config: ToyTrainConfig) -> dict:
+    path = work_dir / f"dataset-{config.seed}-{config.n_scenes}.npz"
+    if path.exists():
+        data = np.load(path, allow_pickle=False)
+        return {k: (list(data[k]) if k == "captions" else data[k]) for k in data.files}
+    started = time.perf_counter()
+    data = build_dataset(config.n_scenes, config.seed)
+    np.savez(path, images=data["images"], captions=np.array(data["captions"]), masks16=data["masks16"], words=data["words"])
+    log.info("rendered %d scenes in %.1fs", config.n_scenes, time.perf_counter() - started)
+    return data
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+class AttentionProbeStore:
+    """Controller for the attention processor: keeps head-averaged 16×16 cross-attention probs."""
+
+    def __init__(self):
+        self.maps: list = []
+
+    def on_probs(self, layer, probs, batch, heads):
+        self.maps.append(probs.view(batch, heads, probs.shape[1], probs.shape[2]).mean(1))
+        return probs
+
+
+def attention_loss(maps: list, masks16, words, keep):
+    """Per object token: share of its attention outside its mask + (mean prob outside − inside).
+
+    maps: list of (B, 256, 77); masks16: (B, 2, 16, 16); words: (B, 2, 2) word indices (-1: none);
+    keep: (B,) bool, samples whose caption was kept and whose timestep is below the cut-off.
+    """
+    import torch
+
+    probs = torch.stack(maps).mean(0)  # (B, 256, 77)
+    total, count = probs.new_zeros(()), 0
+    flat_masks = masks16.flatten(2)  # (B, 2, 256)
+    for k in range(2):
+        for w in range(2):
+            word = words[:, k, w].long()
+            valid = (word >= 0) & keep
+            if not valid.any():
+                continue
+            token = (word + 1).clamp(min=0)  # +1: the start-of-text token comes first
+            p = probs.gather(2, token.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(2)  # (B, 256)
+            m = flat_masks[:, k]
+            inside = (p * m).sum(1) / m.sum(1).clamp(min=1e-6)
+            outside = (p * (1 - m)).sum(1) / (1 - m).sum(1).clamp(min=1e-6)
+            share_out = (p * (1 - m)).sum(1) / p.sum(1).clamp(min=1e-6)
+            per_sample = share_out + (outside - inside)
+            total = total + per_sample[valid].sum()
+            count += int(valid.sum())
+    return total / max(count, 1)
+
+
+def fit_steps_to_budget(step: int, total: int, step_started: float, first_step: int, deadline: float) -> int:
+    """With a time budget, shrink the step count (and so the cosine schedule) to what fits."""
+    if deadline == float("inf") or step - first_step < 30:
+        return total
+    per_step = (time.time() - step_started) / (step - first_step)
+    fits = step + int(0.95 * (deadline - time.time()) / per_step)
+    return max(step + 1, min(total, fits))
+
+
+def train_vae(vae, data, config, device, work_dir, deadline) -> None:
+    import torch
+
+    ckpt = work_dir / "vae.pt"
+    start = 0
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optim"])
+        start = int(state["step"])
+    images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).contiguous()
+    rng = torch.Generator().manual_seed(config.seed + 1)
+    vae.train()
+    total = config.vae_steps
+    loop_started = time.time()
+    step = start
+    while step < total:
+        if step - start == 30:
+            total = fit_steps_to_budget(step, total, loop_started, start, deadline)
+        for group in optimizer.param_groups:
+            group["lr"] = config.vae_lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        index = torch.randint(0, len(images), (config.vae_batch,), generator=rng)
+        x = (images[index].to(device).float() / 127.5) - 1.0
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = torch.nn.functional.l1_loss(recon, x) + torch.nn.functional.mse_loss(recon, x)
+        loss = loss + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == total - 1:
+            psnr = 10 * math.log10(4.0 / max(torch.nn.functional.mse_loss(recon, x).item(), 1e-10))
+            log.info("vae step %d/%d loss %.4f psnr %.2f dB", step, total, loss.item(), psnr)
+        step += 1
+        if step % config.checkpoint_every == 0 or step == total or time.time() > deadline:
+            torch.save({"model": vae.state_dict(), "optim": optimizer.state_dict(), "step": step}, ckpt)
+            if time.time() > deadline:
+                log.warning("time budget spent during the VAE stage at step %d", step)
+                break
+    vae.eval()
+
+
+def encode_latents(vae, data, device, batch: int = 256):
+    import torch
+
+    images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = images[i : i + batch].to(device).float() / 127.5 - 1.0
+            out.append(vae.encode(x).latent_dist.mode())
+    latents = torch.cat(out)
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    return latents * scaling
+
+
+def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline) -> None:
+    import torch
+
+    from engine.attention import processor as attention
+
+    ckpt = work_dir / "unet.pt"
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.unet_lr, weight_decay=1e-2)
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        optimizer.load_state_dict(state["optim"])
+        start = int(state["step"])
+    ids = tokenizer(data["captions"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    masks16 = torch.from_numpy(data["masks16"])
+    words = torch.from_numpy(data["words"].astype(np.int64))
+    alphas = scheduler.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    store = AttentionProbeStore()
+    attention.install(unet, store, attention.cross_attention_layers(unet, resolution=16))
+    rng = torch.Generator().manual_seed(config.seed + 2)
+    unet.train()
+    text_encoder.train()
+    warmup = 200
+    total = config.unet_steps
+    loop_started = time.time()
+    for step in range(start, 10**9):
+        if step >= total:
+            break
+        if step - start == 30:
+            total = fit_steps_to_budget(step, total, loop_started, start, deadline)
+        lr = config.unet_lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.randint(0, len(latents), (config.unet_batch,), generator=rng)
+        x0 = latents[index.to(latents.device)]
+        batch_ids = ids[index].clone()
+        dropped = torch.rand(config.unet_batch, generator=rng) < config.caption_dropout
+        batch_ids[dropped] = empty
+        noise = torch.randn(x0.shape, generator=rng).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (config.unet_batch,), generator=rng).to(device)
+        noisy = scheduler.add_noise(x0, noise, t)
+        store.maps.clear()
+        context = text_encoder(batch_ids.to(device))[0]
+        pred = unet(noisy, t, context).sample
+        per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        weight = torch.clamp(snr[t], max=config.min_snr_gamma) / snr[t]  # Min-SNR-γ for ε-prediction
+        loss = (per_sample * weight).mean()
+        attn = torch.zeros((), device=device)
+        if config.attn_weight > 0:
+            keep = (~dropped).to(device) & (t < config.attn_max_timestep)
+            attn = attention_loss(store.maps, masks16[index].to(device), words[index].to(device), keep)
+            loss = loss + config.attn_weight * attn
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if step % 100 == 0 or step == total - 1:
+            log.info("unet step %d/%d loss %.4f attn %.4f lr %.2e", step, total, loss.item(), attn.item(), lr)
+        out_of_time = time.time() > deadline
+        if (step + 1) % config.checkpoint_every == 0 or step == total - 1 or out_of_time:
+            torch.save(
+                {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "optim": optimizer.state_dict(), "step": step + 1},
+                ckpt,
+            )
+            if out_of_time:
+                log.warning("time budget spent during the UNet stage at step %d", step + 1)
+                break
+    attention.uninstall(unet)
+    unet.eval()
+    text_encoder.eval()
+
+
+def export(vae, unet, text_encoder, tokenizer, scheduler, out: Path, config: ToyTrainConfig, stats: dict) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    (out / "toy_world.json").write_text(
+        json.dumps({"config": dataclasses.asdict(config), **stats}, indent=2), encoding="utf-8"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Train the toy-world model (VAE, then text encoder + UNet).")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("resources/toy-world"))
+    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "s2s-toy-train")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    import torch
+
+    from engine import devices
+
+    config = dataclasses.replace(PRESETS[args.preset])
+    for item in args.set:
+        key, value = item.split("=", 1)
+        field_type = type(getattr(config, key))
+        config = dataclasses.replace(config, **{key: field_type(value)})
+    if args.max_minutes is not None:
+        config.max_minutes = args.max_minutes
+    device = devices.select_device(args.device)
+    work_dir = args.work_dir / args.preset
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    deadline = started + config.max_minutes * 60 if config.max_minutes else float("inf")
+    torch.manual_seed(config.seed)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    data = load_or_build_dataset(work_dir, config)
+    vae, unet, text_encoder, tokenizer, scheduler = build_components(seed=config.seed)
+    vae, unet, text_encoder = vae.to(device), unet.to(device), text_encoder.to(device)
+    t0 = time.time()
+    vae_deadline = started + 0.25 * (deadline - started) if config.max_minutes else deadline
+    train_vae(vae, data, config, device, work_dir, vae_deadline)
+    vae_s = time.time() - t0
+    latents = encode_latents(vae, data, device)
+    t1 = time.time()
+    train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline)
+    unet_s = time.time() - t1
+    stats = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"cpu x{os.cpu_count()}",
+        "vae_seconds": round(vae_s, 1),
+        "unet_seconds": round(unet_s, 1),
+        "total_seconds": round(time.time() - started, 1),
+    }
+    export(vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scheduler, args.out, config, stats)
+    log.info("exported to %s: %s", args.out, stats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
