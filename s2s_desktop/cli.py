@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     gen = sub.add_parser("generate", help="text-to-image with a base model")
+    gen.add_argument("--demo", action="store_true", help="use the shipped toy-world model (offline demo)")
     gen.add_argument("--model", help="a model name from `s2s models list`, a folder, a file or a hub id (default: active)")
     gen.add_argument("--prompt", action="append", default=[], help="prompt (repeat for several)")
     gen.add_argument("--prompts", type=Path, help="text file with one prompt per line")
@@ -241,10 +242,17 @@ def models_add(args) -> int:
 # generate
 
 
-def resolve_model(spec: str | None, allow_pickle: bool):
+def resolve_model(spec: str | None, allow_pickle: bool, demo: bool = False):
+    from s2s_desktop.demo import demo_entry, toy_model_available
     from s2s_desktop.settings import ModelEntry, Settings
 
     settings = Settings.load()
+    if demo:
+        if spec is not None:
+            raise UsageError("give either --demo or --model, not both")
+        if not toy_model_available():
+            raise UsageError("the toy-world model is missing from this installation (resources/toy-world)")
+        return demo_entry(), settings
     if spec is None:
         if settings.active is None:
             raise UsageError("no model given and none is active: pass --model PATH or run `s2s models add`")
@@ -272,7 +280,7 @@ def read_prompts(args) -> list[str]:
 
 def generate(args) -> int:
     prompts = read_prompts(args)
-    entry, settings = resolve_model(args.model, args.allow_pickle)
+    entry, settings = resolve_model(args.model, args.allow_pickle, demo=args.demo)
     out_dir = args.out.expanduser().resolve()
     base = {
         "negative_prompt": args.negative_prompt,

@@ -105,8 +105,26 @@ class Settings:
     def path() -> Path:
         return app_home() / "settings.json"
 
+    def ensure_demo_model(self) -> None:
+        """The toy-world model is always listed; on first run it is the active model."""
+        from s2s_desktop.demo import demo_entry, toy_model_available
+
+        if not toy_model_available():
+            return
+        demo = demo_entry()
+        self.models = [m for m in self.models if m.name != demo.name]
+        self.models.insert(0, demo)
+        if self.active is None:
+            self.active_model = demo.name
+
     @classmethod
     def load(cls) -> Settings:
+        settings = cls._read()
+        settings.ensure_demo_model()
+        return settings
+
+    @classmethod
+    def _read(cls) -> Settings:
         path = cls.path()
         if not path.exists():
             return cls()

@@ -49,6 +49,10 @@ class ToyTrainConfig:
     caption_dropout: float = 0.1
     attn_weight: float = 0.1
     attn_max_timestep: int = 700
+    # 0: push each token's mean probability up inside its mask (unbounded; lets one token of an
+    # object, usually the colour, take all the attention). > 0: only lift it to this level, so the
+    # colour and shape tokens of one object share the object instead of one of them vanishing.
+    attn_inside_target: float = 0.0
     checkpoint_every: int = 500
     max_minutes: float = 0.0  # 0: no limit; else stop (and export) when the budget is spent
 
@@ -56,6 +60,9 @@ class ToyTrainConfig:
 PRESETS = {
     "cpu": ToyTrainConfig(),
     "gpu": ToyTrainConfig(n_scenes=60000, vae_steps=6000, vae_batch=128, unet_steps=16000, unet_batch=128),
+    # Stage 2 of the shipped model: warm start (--init-from), balanced attention targets.
+    "finetune": ToyTrainConfig(n_scenes=8000, vae_steps=0, unet_steps=1200, unet_batch=32, unet_lr=2e-4,
+                               attn_weight=0.2, attn_inside_target=0.35, checkpoint_every=100),
     "smoke": ToyTrainConfig(n_scenes=256, vae_steps=20, vae_batch=16, unet_steps=20, unet_batch=16, checkpoint_every=10),
 }
 
@@ -131,7 +138,7 @@ class AttentionProbeStore:
         return probs
 
 
-def attention_loss(maps: list, masks16, words, keep):
+def attention_loss(maps: list, masks16, words, keep, inside_target: float = 0.0):
     """Per object token: share of its attention outside its mask + (mean prob outside − inside).
 
     maps: list of (B, 256, 77); masks16: (B, 2, 16, 16); words: (B, 2, 2) word indices (-1: none);
@@ -154,7 +161,10 @@ def attention_loss(maps: list, masks16, words, keep):
             inside = (p * m).sum(1) / m.sum(1).clamp(min=1e-6)
             outside = (p * (1 - m)).sum(1) / (1 - m).sum(1).clamp(min=1e-6)
             share_out = (p * (1 - m)).sum(1) / p.sum(1).clamp(min=1e-6)
-            per_sample = share_out + (outside - inside)
+            if inside_target > 0:
+                per_sample = share_out + outside + torch.relu(inside_target - inside)
+            else:
+                per_sample = share_out + (outside - inside)
             total = total + per_sample[valid].sum()
             count += int(valid.sum())
     return total / max(count, 1)
@@ -212,7 +222,7 @@ def train_vae(vae, data, config, device, work_dir, deadline) -> None:
     vae.eval()
 
 
-def encode_latents(vae, data, device, batch: int = 256):
+def encode_latents(vae, data, device, batch: int = 256, keep_scaling: bool = False):
     import torch
 
     images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2)
@@ -222,9 +232,9 @@ def encode_latents(vae, data, device, batch: int = 256):
             x = images[i : i + batch].to(device).float() / 127.5 - 1.0
             out.append(vae.encode(x).latent_dist.mode())
     latents = torch.cat(out)
-    scaling = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scaling)
-    return latents * scaling
+    if not keep_scaling:  # a warm start keeps the scale its UNet was trained with
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    return latents * vae.config.scaling_factor
 
 
 def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline) -> None:
@@ -242,15 +252,17 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, 
         text_encoder.load_state_dict(state["text_encoder"])
         optimizer.load_state_dict(state["optim"])
         start = int(state["step"])
+    # Everything per-sample lives on the device: batches are gathered there, no host round trips.
     ids = tokenizer(data["captions"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
-    masks16 = torch.from_numpy(data["masks16"])
-    words = torch.from_numpy(data["words"].astype(np.int64))
+    ids = ids.to(device)
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0].to(device)
+    masks16 = torch.from_numpy(data["masks16"]).to(device)
+    words = torch.from_numpy(data["words"].astype(np.int64)).to(device)
     alphas = scheduler.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
     store = AttentionProbeStore()
     attention.install(unet, store, attention.cross_attention_layers(unet, resolution=16))
-    rng = torch.Generator().manual_seed(config.seed + 2)
+    rng = torch.Generator(device).manual_seed(config.seed + 2)
     unet.train()
     text_encoder.train()
     warmup = 200
@@ -264,31 +276,30 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, 
         lr = config.unet_lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = torch.randint(0, len(latents), (config.unet_batch,), generator=rng)
-        x0 = latents[index.to(latents.device)]
-        batch_ids = ids[index].clone()
-        dropped = torch.rand(config.unet_batch, generator=rng) < config.caption_dropout
-        batch_ids[dropped] = empty
-        noise = torch.randn(x0.shape, generator=rng).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (config.unet_batch,), generator=rng).to(device)
+        index = torch.randint(0, len(latents), (config.unet_batch,), generator=rng, device=device)
+        x0 = latents[index]
+        dropped = torch.rand(config.unet_batch, generator=rng, device=device) < config.caption_dropout
+        batch_ids = torch.where(dropped[:, None], empty[None, :], ids[index])
+        noise = torch.randn(x0.shape, generator=rng, device=device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (config.unet_batch,), generator=rng, device=device)
         noisy = scheduler.add_noise(x0, noise, t)
         store.maps.clear()
-        context = text_encoder(batch_ids.to(device))[0]
+        context = text_encoder(batch_ids)[0]
         pred = unet(noisy, t, context).sample
         per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         weight = torch.clamp(snr[t], max=config.min_snr_gamma) / snr[t]  # Min-SNR-γ for ε-prediction
-        loss = (per_sample * weight).mean()
+        loss = mse = (per_sample * weight).mean()
         attn = torch.zeros((), device=device)
         if config.attn_weight > 0:
-            keep = (~dropped).to(device) & (t < config.attn_max_timestep)
-            attn = attention_loss(store.maps, masks16[index].to(device), words[index].to(device), keep)
+            keep = ~dropped & (t < config.attn_max_timestep)
+            attn = attention_loss(store.maps, masks16[index], words[index], keep, config.attn_inside_target)
             loss = loss + config.attn_weight * attn
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         if step % 100 == 0 or step == total - 1:
-            log.info("unet step %d/%d loss %.4f attn %.4f lr %.2e", step, total, loss.item(), attn.item(), lr)
+            log.info("unet step %d/%d mse %.4f attn %.4f lr %.2e", step, total, mse.item(), attn.item(), lr)
         out_of_time = time.time() > deadline
         if (step + 1) % config.checkpoint_every == 0 or step == total - 1 or out_of_time:
             torch.save(
@@ -323,6 +334,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "s2s-toy-train")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--init-from", type=Path, help="warm start from an exported toy-world folder (skips the VAE stage)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -349,12 +361,20 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     data = load_or_build_dataset(work_dir, config)
     vae, unet, text_encoder, tokenizer, scheduler = build_components(seed=config.seed)
+    if args.init_from:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        vae = AutoencoderKL.from_pretrained(args.init_from / "vae")
+        unet = UNet2DConditionModel.from_pretrained(args.init_from / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder")
+        config = dataclasses.replace(config, vae_steps=0)
     vae, unet, text_encoder = vae.to(device), unet.to(device), text_encoder.to(device)
     t0 = time.time()
     vae_deadline = started + 0.25 * (deadline - started) if config.max_minutes else deadline
     train_vae(vae, data, config, device, work_dir, vae_deadline)
     vae_s = time.time() - t0
-    latents = encode_latents(vae, data, device)
+    latents = encode_latents(vae, data, device, keep_scaling=bool(args.init_from))
     t1 = time.time()
     train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline)
     unet_s = time.time() - t1

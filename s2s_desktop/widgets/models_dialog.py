@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 from qasync import asyncSlot
 
+from s2s_desktop.demo import DEMO_MODEL_NAME
 from s2s_desktop.settings import ModelEntry, Settings
 
 KIND_LABELS = {"folder": "diffusers folder", "single_file": "single file", "hub": "Hugging Face hub"}
@@ -191,6 +192,9 @@ class ModelsDialog(QDialog):
 
     def on_remove(self) -> None:
         entry = self.selected_entry()
+        if entry is not None and entry.name == DEMO_MODEL_NAME:
+            self.show_message("The toy-world demo model is built in and stays in the list.")
+            return
         if entry is not None:
             self.settings.remove_model(entry.name)
             self.settings.save()

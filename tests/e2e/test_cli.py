@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 S2S = [sys.executable, "-m", "s2s_desktop.cli"]
@@ -37,7 +38,8 @@ def test_models_add_list_then_generate_with_active_model_json(tiny_model_dir, ti
     added = s2s("models", "add", tiny_single_file, "--config", tiny_model_dir, "--name", "tiny-file")
     assert added.returncode == 0, added.stderr
     listing = json.loads(s2s("models", "list", "--json").stdout)
-    assert listing == [
+    assert listing[0]["name"] == "Toy world (demo)" and listing[0]["active"] is False
+    assert listing[1:] == [
         {"name": "tiny-file", "source": str(tiny_single_file), "kind": "single_file", "allow_pickle": False,
          "config": str(tiny_model_dir), "active": True}
     ]
@@ -59,8 +61,8 @@ def test_bad_input_exits_2_with_a_message(tiny_model_dir, tmp_path):
     assert bad_size.returncode == 2 and "multiple of 8" in bad_size.stderr
     missing = s2s("generate", "--model", tmp_path / "nope", "--prompt", "x", "--out", tmp_path)
     assert missing.returncode == 2 and "neither an existing file" in missing.stderr
-    no_model = s2s("generate", "--prompt", "x", "--out", tmp_path)
-    assert no_model.returncode == 2 and "s2s models add" in no_model.stderr
+    both = s2s("generate", "--demo", "--model", tiny_model_dir, "--prompt", "x", "--out", tmp_path)
+    assert both.returncode == 2 and "either --demo or --model" in both.stderr
 
 
 def test_pickle_checkpoint_refused_unless_opted_in(tmp_path):
@@ -69,7 +71,7 @@ def test_pickle_checkpoint_refused_unless_opted_in(tmp_path):
     refused = s2s("models", "add", ckpt)
     assert refused.returncode == 2
     assert "pickle" in refused.stderr and "arbitrary code" in refused.stderr
-    assert json.loads(s2s("models", "list", "--json").stdout) == []
+    assert [m["name"] for m in json.loads(s2s("models", "list", "--json").stdout)] == ["Toy world (demo)"]
     # opted in: it is no longer refused as a pickle (it then fails as the broken file it is)
     opted = s2s("models", "add", ckpt, "--allow-pickle")
     assert "arbitrary code" not in opted.stderr and opted.returncode != 0
@@ -82,3 +84,20 @@ def test_screenshot_renders_a_png(tmp_path):
     with Image.open(out) as image:
         assert image.size[0] >= 1000 and image.size[1] >= 600
         assert len(image.convert("L").getcolors(maxcolors=100000) or []) > 20  # not a blank canvas
+
+
+def test_generate_demo_works_offline_on_a_fresh_home(tmp_path):
+    result = s2s("generate", "--demo", "--prompt", "a red star on a blue background", "--seed", 3, "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    [image] = json.loads(result.stdout)["images"]
+    from engine.toy.evaluator import score_caption
+
+    with Image.open(image["path"]) as png:
+        assert png.size == (64, 64) and "Model: Toy world (demo)" in png.info["parameters"]
+        verdict = score_caption(np.asarray(png.convert("RGB")), "a red star on a blue background")
+    assert verdict["colour_ok"], verdict
+
+
+def test_default_model_on_first_run_is_the_toy_world(tmp_path):
+    result = s2s("generate", "--prompt", "a green heart", "--steps", 5, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr

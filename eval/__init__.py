@@ -1,0 +1,1 @@
+"""Measurements of the project's own evaluators (run as ``python -m eval.<name>``)."""
