@@ -7,16 +7,18 @@ so the compute is the same as with CLIP's real vocabulary.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 
 def build_sd15_shaped_pipeline(seed: int = 0):
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from engine.models.tiny import write_byte_level_tokenizer
+    from engine.models.tiny import (
+        assemble_pipeline,
+        load_tokenizer,
+        sd_v1_scheduler,
+        write_byte_level_tokenizer,
+    )
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -54,14 +56,5 @@ def build_sd15_shaped_pipeline(seed: int = 0):
             pad_token_id=513,
         )
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        write_byte_level_tokenizer(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    tokenizer = load_tokenizer(write_byte_level_tokenizer)
+    return assemble_pipeline(vae, text_encoder, tokenizer, unet, sd_v1_scheduler())

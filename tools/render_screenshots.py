@@ -2,7 +2,7 @@
 
     python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots]
 
-Without --model, a tiny random SD-shaped model is built (its images are noise: the point is the UI).
+Without --model, the shipped toy-world model (the first-run default) is used.
 """
 
 from __future__ import annotations
@@ -28,12 +28,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     home = tempfile.mkdtemp(prefix="s2s-shots-")
     os.environ["S2S_HOME"] = home
-    model = args.model
-    if model is None:
-        from engine.models.tiny import save_tiny_pipeline
-
-        model = str(save_tiny_pipeline(Path(home) / "tiny-sd"))
-
     import qasync
 
     from s2s_desktop.app import build_window, create_app
@@ -55,17 +49,21 @@ def main(argv=None) -> int:
 
         loop.run_until_complete(poll())
 
-    run_until(lambda: window.engine.state == "ready")
+    run_until(lambda: window.engine.client.hello is not None)
     window.show_models()
     dialog = window.models_dialog
-    dialog.add_source(model, name=Path(model).stem)
     page = window.generate_page
-    run_until(lambda: page._model_info is not None)
+    if args.model:
+        dialog.add_source(args.model, name=Path(args.model).stem)
+    wanted = Path(args.model).stem if args.model else "Toy world (demo)"
+    run_until(lambda: (page._model_info or {}).get("name") == wanted)
+    dialog.show_message(f"Loaded <b>{wanted}</b>.")
+    dialog.refresh()
     args.out.mkdir(parents=True, exist_ok=True)
     dialog.grab().save(str(args.out / "models-dialog.png"))
     dialog.close()
     page.prompt.setPlainText(args.prompt)
-    page.negative.setPlainText("blurry")
+    page.negative.setPlainText("")  # the toy world has no words for image quality
     page.seed.setValue(3)
     page.steps.setValue(25)
     page.batch.setValue(4)

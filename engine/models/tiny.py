@@ -73,8 +73,8 @@ def write_byte_level_tokenizer(folder: Path, merges: list[tuple[str, str]] = ())
 def build_tiny_pipeline(seed: int = 0, sample_size: int = 16):
     """An SD-1-shaped StableDiffusionPipeline with random weights (64×64 px images by default)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -113,26 +113,34 @@ def build_tiny_pipeline(seed: int = 0, sample_size: int = 16):
             pad_token_id=513,
         )
     )
+    return assemble_pipeline(vae, text_encoder, load_tokenizer(write_byte_level_tokenizer), unet, sd_v1_scheduler())
+
+
+def load_tokenizer(write_files):
+    """A CLIPTokenizer from files that ``write_files(folder)`` writes into a temporary folder."""
+    from transformers import CLIPTokenizer
+
     with tempfile.TemporaryDirectory() as tmp:
-        write_byte_level_tokenizer(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
+        write_files(Path(tmp))
+        return CLIPTokenizer.from_pretrained(tmp)
+
+
+def sd_v1_scheduler():
+    """Stable Diffusion 1.x's DDIM schedule (``steps_offset=1`` as SD's own config has it)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
     )
+
+
+def assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler):
+    from diffusers import StableDiffusionPipeline
+
     return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 
 

@@ -7,11 +7,10 @@ tokenizer whose merges make every word of the world one token (and leave room fo
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.models.tiny import write_byte_level_tokenizer
+from engine.models.tiny import load_tokenizer, sd_v1_scheduler, write_byte_level_tokenizer
 from engine.toy.world import vocabulary
 
 IMAGE_SIZE = 64
@@ -67,14 +66,12 @@ class ToyModelConfig:
 def build_components(config: ToyModelConfig | None = None, seed: int = 0):
     """Fresh (untrained) vae, unet, text_encoder, tokenizer, scheduler."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     config = config or ToyModelConfig()
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_toy_tokenizer(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp)
+    tokenizer = load_tokenizer(write_toy_tokenizer)
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     vae = AutoencoderKL(
         in_channels=3,
@@ -113,13 +110,4 @@ def build_components(config: ToyModelConfig | None = None, seed: int = 0):
             pad_token_id=eos,
         )
     )
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    return vae, unet, text_encoder, tokenizer, scheduler
+    return vae, unet, text_encoder, tokenizer, sd_v1_scheduler()

@@ -21,7 +21,7 @@ def window(qtbot, aloop, run_until):
     win = MainWindow(engine, Settings.load())
     qtbot.addWidget(win)
     win.show()
-    run_until(lambda: engine.state == "ready", 60, "engine never became ready")
+    run_until(lambda: engine.client.hello is not None, 60, "engine never answered hello")
     yield win
     win.close()
 
@@ -44,7 +44,7 @@ def test_generate_puts_image_in_grid(window, run_until, tiny_model_dir, isolated
     window.show_models()
     dialog = window.models_dialog
     dialog.add_source(str(tiny_model_dir), name="tiny")
-    run_until(lambda: page._model_info is not None, 120, "model never loaded")
+    run_until(lambda: (page._model_info or {}).get("name") == "tiny", 120, "model never loaded")
     assert page.width_box.value() == 64
     assert Settings.load().active_model == "tiny"
     dialog.close()
@@ -91,7 +91,7 @@ def test_cancel_from_the_generate_page(window, run_until, tiny_model_dir):
     page = window.generate_page
     window.show_models()
     window.models_dialog.add_source(str(tiny_model_dir), name="tiny")
-    run_until(lambda: page._model_info is not None, 120)
+    run_until(lambda: (page._model_info or {}).get("name") == "tiny", 120)
     page.prompt.setPlainText("slow one")
     page.steps.setValue(400)
     page.width_box.setValue(256)
@@ -120,3 +120,22 @@ def test_gui_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout, result.stdout
+
+
+def test_first_run_generates_with_the_toy_world(window, run_until):
+    """A new user: the demo model loads by itself and draws what the prompt says."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.toy.evaluator import score_caption
+
+    page = window.generate_page
+    run_until(lambda: (page._model_info or {}).get("name") == "Toy world (demo)", 120, "demo model never loaded")
+    assert "Toy world (demo)" in page.model_label.text()
+    page.prompt.setPlainText("a yellow circle on a gray background")
+    page.seed.setValue(5)
+    page.generate_button.click()
+    run_until(lambda: page.results.count() == 1 and page.generate_button.isEnabled(), 120, page.status.text())
+    path = page.results.item(0).data(Qt.UserRole)
+    verdict = score_caption(np.asarray(Image.open(path).convert("RGB")), "a yellow circle on a gray background")
+    assert verdict["colour_ok"] and verdict["background_ok"], verdict

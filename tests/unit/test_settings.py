@@ -18,7 +18,7 @@ def test_settings_round_trip_under_s2s_home(isolated_home):
 
 def test_unreadable_settings_are_kept_aside_not_lost(isolated_home):
     (isolated_home / "settings.json").write_text("{broken", encoding="utf-8")
-    assert Settings.load().models == []
+    assert [m.name for m in Settings.load().models] == ["Toy world (demo)"]  # defaults, demo model only
     assert (isolated_home / "settings.json.broken").read_text(encoding="utf-8") == "{broken"
 
 
@@ -38,3 +38,15 @@ def test_parse_a1111_parameters():
     assert parsed["negative_prompt"] == "blurry"
     assert (parsed["Steps"], parsed["Seed"], parsed["Size"], parsed["CFG scale"]) == ("20", "3", "64x64", "7.5")
     assert json.dumps(parsed)
+
+
+def test_demo_model_is_listed_and_active_on_first_run_but_not_forced():
+    from s2s_desktop.demo import DEMO_MODEL_NAME, toy_model_path
+
+    settings = Settings.load()
+    assert settings.active_model == DEMO_MODEL_NAME and settings.active.source == str(toy_model_path())
+    settings.add_model(ModelEntry("mine", "/models/mine", "folder"))
+    settings.active_model = "mine"
+    settings.save()
+    again = Settings.load()
+    assert again.active_model == "mine" and [m.name for m in again.models] == [DEMO_MODEL_NAME, "mine"]
