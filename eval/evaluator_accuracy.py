@@ -23,7 +23,8 @@ import time
 import numpy as np
 from PIL import Image, ImageFilter
 
-from engine.toy.evaluator import analyse, score_caption, subject_present
+from engine.toy.evaluator import analyse
+from engine.toy.scoring import score_caption, subject_present
 from engine.toy.subjects import SUBJECTS, render_subject_photos
 from engine.toy.world import Scene, render, sample_scene
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.toy import world
-from engine.toy.evaluator import analyse, score_caption
+from engine.toy.evaluator import analyse
+from engine.toy.scoring import score_caption
 from engine.toy.train_toy import HELD_OUT_SEED_BASE
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "resources" / "toy-world"

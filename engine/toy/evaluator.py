@@ -29,21 +29,34 @@ Measured (``python -m eval.evaluator_accuracy``, 1000 held-out scenes at 64 px, 
 (64 px) / 0.997 (512 px) clean, 0.95 / 0.96 blurred+noisy. Heavily blurred small stars become
 round blobs and are then called circles (see ``Detection.shape_margin``).
 
-Entry points: :func:`analyse` / :func:`detect`, :func:`subject_present`, :func:`score_caption`.
+Entry points: :func:`analyse` / :func:`detect`; verdicts built on them (``subject_present``,
+``score_caption``) live in :mod:`engine.toy.scoring`, pixel helpers in :mod:`engine.toy.imageops`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.toy.world import BACKGROUNDS, COLOURS, RELATIONS, SHAPES, Scene, shape_polygon
+from engine.toy.imageops import (  # noqa: F401  (re-exported: tests and eval import them from here)
+    _PALETTE_LAB,
+    _PALETTE_NAMES,
+    _shift_or,
+    delta_e,
+    dilate,
+    erode,
+    fill_holes,
+    label,
+    name_background,
+    name_colour,
+    rgb_to_lab,
+)
+from engine.toy.world import SHAPES, shape_polygon
 
 FOREGROUND_DISTANCE = 45.0  # RGB distance from the background colour that marks a pixel as object
 MIN_AREA_FRACTION = 0.003  # smaller objects are specks (at 64 px: 12 pixels)
@@ -99,128 +112,6 @@ class Analysis:
     background_rgb: tuple[int, int, int]
     detections: list[Detection]
     size: tuple[int, int]  # (height, width)
-
-
-# ------------------------------------------------------------------------------------ colour
-
-
-def rgb_to_lab(rgb) -> np.ndarray:
-    """sRGB 0..255 (any leading shape) -> CIELAB (D65)."""
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
-    return np.stack(
-        [116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], -1
-    )
-
-
-def delta_e(rgb_a, rgb_b) -> float:
-    return float(np.linalg.norm(rgb_to_lab(rgb_a) - rgb_to_lab(rgb_b)))
-
-
-_PALETTE_NAMES = list(COLOURS)
-_PALETTE_LAB = rgb_to_lab(np.array([COLOURS[n] for n in _PALETTE_NAMES]))
-
-
-def name_colour(rgb) -> tuple[str, float]:
-    """Nearest palette colour (CIELAB, lightness half-weighted: shading varies, hue doesn't)."""
-    diff = _PALETTE_LAB - rgb_to_lab(rgb)
-    dist = np.sqrt((0.5 * diff[:, 0]) ** 2 + diff[:, 1] ** 2 + diff[:, 2] ** 2)
-    best = int(np.argmin(dist))
-    return _PALETTE_NAMES[best], float(np.linalg.norm(diff[best]))
-
-
-def name_background(rgb) -> str:
-    rgb = np.asarray(rgb, dtype=np.float64)
-    return min(BACKGROUNDS, key=lambda n: float(np.sum((np.array(BACKGROUNDS[n]) - rgb) ** 2)))
-
-
-# ------------------------------------------------------------------------------------ binary morphology
-
-
-def label(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, int]:
-    """Connected components of a boolean image: (int32 labels, 0 = background; count).
-
-    Run-length union-find: runs of True in each row are joined to the overlapping runs of the row
-    above, so the Python loop is over runs (a few per row), not pixels.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    d = np.diff(padded, axis=1)
-    ry, rs = np.nonzero(d == 1)
-    _, re_ = np.nonzero(d == -1)
-    n = len(ry)
-    labels = np.zeros((h, w), dtype=np.int32)
-    if n == 0:
-        return labels, 0
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    slack = 1 if connectivity == 8 else 0
-    row_start = np.searchsorted(ry, np.arange(h + 1))
-    ry_l, rs_l, re_l = ry.tolist(), rs.tolist(), re_.tolist()
-    for y in range(1, h):
-        a0, a1 = row_start[y - 1], row_start[y]
-        b0, b1 = row_start[y], row_start[y + 1]
-        if a0 == a1 or b0 == b1:
-            continue
-        j = a0
-        for i in range(b0, b1):
-            s, e = rs_l[i] - slack, re_l[i] + slack
-            while j < a1 and re_l[j] <= s:
-                j += 1
-            k = j
-            while k < a1 and rs_l[k] < e:
-                ri, rk = find(i), find(k)
-                if ri != rk:
-                    parent[max(ri, rk)] = min(ri, rk)
-                k += 1
-    roots = [find(i) for i in range(n)]
-    _, compact = np.unique(np.array(roots), return_inverse=True)
-    compact = compact + 1
-    for i in range(n):
-        labels[ry_l[i], rs_l[i] : re_l[i]] = compact[i]
-    return labels, int(compact.max())
-
-
-def _shift_or(mask: np.ndarray) -> np.ndarray:
-    out = mask.copy()
-    out[1:] |= mask[:-1]
-    out[:-1] |= mask[1:]
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    out[1:, 1:] |= mask[:-1, :-1]
-    out[:-1, :-1] |= mask[1:, 1:]
-    out[1:, :-1] |= mask[:-1, 1:]
-    out[:-1, 1:] |= mask[1:, :-1]
-    return out
-
-
-def dilate(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
-    for _ in range(iterations):
-        mask = _shift_or(mask)
-    return mask
-
-
-def erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
-    for _ in range(iterations):
-        mask = ~_shift_or(~np.pad(mask, 1))[1:-1, 1:-1]
-    return mask
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1)
-    outside, _ = label(~padded, connectivity=4)
-    return (outside != outside[0, 0])[1:-1, 1:-1] | mask
 
 
 # ------------------------------------------------------------------------------------ shape templates
@@ -616,143 +507,3 @@ def analyse(image) -> Analysis:
 
 def detect(image) -> list[Detection]:
     return analyse(image).detections
-
-
-# ------------------------------------------------------------------------------------ subjects
-
-
-def subject_match(det: Detection, subject) -> tuple[bool, float]:
-    """Is this detection the subject (shape, colour within ``SUBJECT_COLOUR_DELTA_E``, pattern)?"""
-    de = delta_e(det.rgb, subject.rgb)
-    shape_s = det.shape_scores.get(subject.shape, 0.0)
-    colour_s = max(0.0, 1.0 - de / (2 * SUBJECT_COLOUR_DELTA_E))
-    pattern_s = det.pattern_scores.get(subject.pattern or "none", 0.0)
-    ok = (
-        det.shape == subject.shape
-        and de <= SUBJECT_COLOUR_DELTA_E
-        and det.pattern == (subject.pattern or "none")
-    )
-    return ok, (shape_s + colour_s + pattern_s) / 3.0
-
-
-def subject_present(image, subject) -> tuple[bool, float]:
-    """(whether some object is the subject, the best match score 0..1)."""
-    analysis = image if isinstance(image, Analysis) else analyse(image)
-    best = (False, 0.0)
-    for det in analysis.detections:
-        ok, score = subject_match(det, subject)
-        if (ok, score) > best:
-            best = (ok, score)
-    return best
-
-
-# ------------------------------------------------------------------------------------ captions
-
-
-@dataclass
-class CaptionSpec:
-    objects: list[tuple[str | None, str | None]]  # (colour, shape) per object; None = unspecified
-    background: str | None = None
-    relation: str | None = None
-
-
-def parse_caption(text: str) -> CaptionSpec:
-    """Objects, relation and background named by a world-style caption."""
-    text = text.lower()
-    background = None
-    m = re.search(r"on an? (\w+) background", text)
-    if m and m.group(1) in BACKGROUNDS:
-        background = m.group(1)
-        text = text[: m.start()] + text[m.end() :]
-    relation = None
-    for rel in sorted(RELATIONS, key=len, reverse=True):
-        idx = text.find(f" {rel} ")
-        if idx >= 0:
-            relation = rel
-            parts = [text[:idx], text[idx + len(rel) + 2 :]]
-            break
-    else:  # no spatial relation: objects may still be listed ("a red circle and a blue star")
-        parts = re.split(r"\b(?:next to|and|with|beside)\b", text)
-    objects = []
-    for part in parts:
-        words = re.findall(r"[a-z]+", part)
-        colour = next((wd for wd in words if wd in COLOURS), None)
-        shape = next((wd for wd in words if wd in SHAPES), None)
-        if colour or shape:
-            objects.append((colour, shape))
-    return CaptionSpec(objects, background, relation if len(objects) == 2 else None)
-
-
-def _spec_of(spec) -> CaptionSpec:
-    if isinstance(spec, CaptionSpec):
-        return spec
-    if isinstance(spec, Scene):
-        return CaptionSpec([(o.colour, o.shape) for o in spec.objects], spec.background, spec.relation)
-    if isinstance(spec, str):
-        return parse_caption(spec)
-    raise TypeError(f"expected a Scene, CaptionSpec or caption string, not {type(spec).__name__}")
-
-
-def relation_holds(a: Detection, b: Detection, relation: str) -> bool:
-    """``a <relation> b`` by centroids (image y grows downwards)."""
-    (ax, ay), (bx, by) = a.centroid, b.centroid
-    return {"left of": ax < bx, "right of": ax > bx, "above": ay < by, "below": ay > by}[relation]
-
-
-def score_caption(image, spec) -> dict:
-    """How well an image shows a caption (a string, a :class:`Scene` or a :class:`CaptionSpec`).
-
-    Keys (None where the caption does not say): ``background_ok``, ``count_ok``; per wanted object
-    ``colour_ok``/``shape_ok``/``object_ok`` (single-object captions: whether the main detection
-    has that colour / shape / both); ``colours_ok``/``shapes_ok``/``objects_ok`` (every wanted colour /
-    shape / colour+shape is present on distinct detections); ``relation_ok`` (the matched pair's
-    centroids satisfy the relation); ``score`` (mean of the non-None booleans); ``matched``.
-    """
-    spec = _spec_of(spec)
-    analysis = image if isinstance(image, Analysis) else analyse(image)
-    dets = analysis.detections
-    wanted = spec.objects
-    out: dict = {
-        "background_ok": None if spec.background is None else analysis.background == spec.background,
-        "count_ok": len(dets) == len(wanted),
-        "n_detections": len(dets),
-    }
-
-    def fit(want, det) -> int:
-        colour, shape = want
-        return 2 * (colour is not None and det.colour == colour) + (shape is not None and det.shape == shape)
-
-    best_perm, best_fit = None, -1
-    if dets and wanted:
-        k = min(len(wanted), len(dets))
-        for perm in itertools.permutations(range(len(dets)), k):
-            total = sum(fit(wanted[i], dets[j]) for i, j in enumerate(perm))
-            if total > best_fit:
-                best_perm, best_fit = perm, total
-    matched: list[Detection | None] = [None] * len(wanted)
-    if best_perm is not None:
-        for i, j in enumerate(best_perm):
-            matched[i] = dets[j]
-
-    def all_ok(pred) -> bool:
-        return all(m is not None and pred(w, m) for w, m in zip(wanted, matched, strict=True))
-
-    colour_ok = all_ok(lambda w, m: w[0] is None or m.colour == w[0])
-    shape_ok = all_ok(lambda w, m: w[1] is None or m.shape == w[1])
-    object_ok = all_ok(lambda w, m: (w[0] is None or m.colour == w[0]) and (w[1] is None or m.shape == w[1]))
-    if len(wanted) == 1:
-        out.update(colour_ok=colour_ok, shape_ok=shape_ok, object_ok=object_ok)
-    out.update(colours_ok=colour_ok, shapes_ok=shape_ok, objects_ok=object_ok)
-    out["relation_ok"] = None
-    if spec.relation and len(wanted) == 2:
-        out["relation_ok"] = bool(
-            matched[0] is not None
-            and matched[1] is not None
-            and relation_holds(matched[0], matched[1], spec.relation)
-        )
-    out["matched"] = [
-        None if m is None else {"colour": m.colour, "shape": m.shape, "centroid": m.centroid} for m in matched
-    ]
-    flags = [v for k, v in out.items() if k.endswith("_ok") and isinstance(v, bool)]
-    out["score"] = float(np.mean(flags)) if flags else 0.0
-    return out

@@ -90,7 +90,7 @@ def test_generate_demo_works_offline_on_a_fresh_home(tmp_path):
     result = s2s("generate", "--demo", "--prompt", "a red star on a blue background", "--seed", 3, "--out", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
     [image] = json.loads(result.stdout)["images"]
-    from engine.toy.evaluator import score_caption
+    from engine.toy.scoring import score_caption
 
     with Image.open(image["path"]) as png:
         assert png.size == (64, 64) and "Model: Toy world (demo)" in png.info["parameters"]

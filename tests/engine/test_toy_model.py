@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.toy.evaluator import analyse, score_caption
+from engine.toy.evaluator import analyse
+from engine.toy.scoring import score_caption
 from eval.toy_model_bars import DEFAULT_MODEL, generate, held_out_scenes, load_pipeline, vae_psnr
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="toy model not present")

@@ -127,7 +127,7 @@ def test_first_run_generates_with_the_toy_world(window, run_until):
     import numpy as np
     from PIL import Image
 
-    from engine.toy.evaluator import score_caption
+    from engine.toy.scoring import score_caption
 
     page = window.generate_page
     run_until(lambda: (page._model_info or {}).get("name") == "Toy world (demo)", 120, "demo model never loaded")

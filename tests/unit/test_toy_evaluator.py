@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.toy.evaluator import (
-    analyse,
-    detect,
-    fill_holes,
-    label,
-    parse_caption,
-    score_caption,
-    subject_present,
-)
+from engine.toy.evaluator import analyse, detect, fill_holes, label
+from engine.toy.scoring import parse_caption, score_caption, subject_present
 from engine.toy.subjects import SUBJECTS, get_subject, render_subject_photos, write_demo_subjects
 from engine.toy.world import BACKGROUNDS, Scene, ToyObject, render
 from eval.evaluator_accuracy import NOISE_SEED, degrade, held_out_scene, score_scene
