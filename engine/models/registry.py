@@ -167,10 +167,20 @@ class ModelCache:
         with self._lock:
             if self.current is not None and self.current.key == (ref.key, resolved_device, dtype):
                 return self.current.info(cached=True)
-            self.current = None  # free the old one before loading the next
-            devices.empty_cache(resolved_device)
+            previous, self.current = self.current, None
+            if previous is not None and previous.device != "cpu":
+                previous.pipeline.to("cpu")  # free the accelerator for the new model; RAM keeps the old
+                devices.empty_cache(previous.device)
             started = time.perf_counter()
-            pipeline = _load_pipeline(ref, resolved_device, dtype)
+            try:
+                pipeline = _load_pipeline(ref, resolved_device, dtype)
+            except BaseException:
+                # A model that fails to load must not cost the user the one that worked.
+                if previous is not None:
+                    previous.pipeline.to(previous.device)
+                    self.current = previous
+                raise
+            del previous
             self.current = LoadedModel(ref, pipeline, resolved_device, dtype, time.perf_counter() - started)
             log.info("loaded %s on %s (%s) in %.1fs", ref.location, resolved_device, dtype, self.current.load_s)
             return self.current.info(cached=False)

@@ -186,3 +186,19 @@ def test_requests_to_a_dead_engine_fail_fast(tiny_model_dir):
         client.call("hello", timeout=5)
     assert info.value.code == "engine_died"
     client.close()
+
+
+def test_a_model_that_fails_to_load_keeps_the_previous_one(engine, tiny_model_dir, tmp_path):
+    client, recorder = engine
+    client.load_model({"source": str(tiny_model_dir), "name": "tiny"}).result(timeout=120)
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    with pytest.raises(EngineError) as info:
+        client.load_model({"source": str(broken)}).result(timeout=120)
+    assert info.value.code == "model_error" and "broken-model" in info.value.message
+    job = client.submit("generate", {"prompt": "still here", "steps": 2, "out_dir": str(tmp_path)}).result()["job"]
+    done = recorder.terminal(job)
+    assert done["event"] == "finished", done
+    artifact = [e for e in recorder.events if e.get("job") == job and e["event"] == "artifact"][0]
+    assert "Model: tiny" in artifact["parameters"]
