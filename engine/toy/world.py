@@ -91,8 +91,8 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float = 0.0
 def _draw_pattern(draw: ImageDraw.ImageDraw, obj: ToyObject, px: float, py: float, pr: float) -> None:
     """Subject markings, drawn in white/black over the body (clipped by the caller's mask)."""
     if obj.pattern == "dots":
-        step = pr * 0.34  # dense enough that several dots land inside the star's arms
-        dot = pr * 0.1
+        step = pr * 0.38  # dense enough that several dots land inside the star's arms
+        dot = pr * 0.12
         for i in range(-5, 6):
             for j in range(-5, 6):
                 x, y = px + i * step + (j % 2) * step / 2, py + j * step * 0.9
