@@ -33,6 +33,7 @@ JOB_KINDS = (
     "evaluate",
     "class_images",
     "download_model",
+    "demo_subjects",
 )
 EVENTS = ("started", "progress", "artifact", "log", "finished", "failed", "cancelled")
 TERMINAL_EVENTS = ("finished", "failed", "cancelled")
@@ -204,6 +205,13 @@ JOB_SCHEMAS: dict[str, dict[str, Field]] = {
     "download_model": {
         "repo_id": Field(str, required=True, max_len=200),
         "revision": Field(str, max_len=200),
+    },
+    # Photos of the toy-world subjects, for trying the library and training offline.
+    "demo_subjects": {
+        "out_dir": Field(str, required=True, max_len=4096),
+        "count": Field(int, default=8, minimum=1, maximum=40),
+        "size": Field(int, default=512, minimum=64, maximum=1024),
+        "seed": Field(int, default=0, minimum=0, maximum=2**32 - 1),
     },
 }
 

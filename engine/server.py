@@ -28,6 +28,7 @@ log = logging.getLogger("s2s.engine")
 JOB_HANDLERS: dict[str, str] = {
     "generate": "engine.generate:run_generate_job",
     "download_model": "engine.models.hub:run_download_job",
+    "demo_subjects": "engine.toy.subjects:run_demo_subjects_job",
 }
 # Jobs that need a loaded base model before they can be submitted.
 NEEDS_MODEL = {"generate", "edit", "attention", "invert", "train", "class_images"}

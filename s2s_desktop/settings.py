@@ -72,11 +72,23 @@ class GenerateDefaults:
 
 
 @dataclass
+class LibraryDefaults:
+    min_short_side: int = 256  # photos smaller than this on their short side are refused
+    max_megapixels: float = 64.0  # larger ones are refused as possible decompression bombs
+
+    def limits(self):
+        from s2s_desktop.library.importer import ImportLimits
+
+        return ImportLimits(min_short_side=int(self.min_short_side), max_megapixels=float(self.max_megapixels))
+
+
+@dataclass
 class Settings:
     models: list[ModelEntry] = field(default_factory=list)
     active_model: str | None = None
     device: str = "auto"
     generate: GenerateDefaults = field(default_factory=GenerateDefaults)
+    library: LibraryDefaults = field(default_factory=LibraryDefaults)
 
     # --------------------------------------------------------------- models
     def find_model(self, name_or_source: str) -> ModelEntry | None:
@@ -132,11 +144,13 @@ class Settings:
             data = json.loads(path.read_text(encoding="utf-8"))
             known_models = {f.name for f in fields(ModelEntry)}
             known_gen = {f.name for f in fields(GenerateDefaults)}
+            known_lib = {f.name for f in fields(LibraryDefaults)}
             return cls(
                 models=[ModelEntry(**{k: v for k, v in m.items() if k in known_models}) for m in data.get("models", [])],
                 active_model=data.get("active_model"),
                 device=data.get("device", "auto"),
                 generate=GenerateDefaults(**{k: v for k, v in data.get("generate", {}).items() if k in known_gen}),
+                library=LibraryDefaults(**{k: v for k, v in data.get("library", {}).items() if k in known_lib}),
             )
         except (ValueError, TypeError, OSError) as exc:
             # Keep the unreadable file for the user to inspect; start from defaults.

@@ -91,3 +91,28 @@ def write_demo_subjects(folder, n: int = 8, size: int = 512, seed: int = 0) -> d
             paths.append(path)
         written[subject.name] = paths
     return written
+
+
+def run_demo_subjects_job(params: dict, ctx, state) -> dict:
+    """Engine job: render every toy subject's photos into ``out_dir/<name>/`` (no model needed)."""
+    out_dir = Path(params["out_dir"])
+    count, size, seed = params["count"], params["size"], params["seed"]
+    subjects = []
+    total = count * len(SUBJECTS)
+    for index, subject in enumerate(SUBJECTS):
+        folder = out_dir / subject.name.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, photo in enumerate(render_subject_photos(subject, count, size, seed)):
+            ctx.check_cancelled()
+            path = folder / f"{subject.name.lower()}-{i:02d}.png"
+            tmp = path.with_name(f".{path.name}.tmp")
+            photo.save(tmp, format="PNG")
+            tmp.replace(path)
+            paths.append(str(path))
+            ctx.artifact(str(path), "image", subject=subject.name)
+            ctx.progress(index * count + i + 1, total)
+        subjects.append(
+            {"name": subject.name, "class_noun": subject.class_noun, "token": subject.token, "images": paths}
+        )
+    return {"subjects": subjects}
