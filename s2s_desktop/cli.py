@@ -8,28 +8,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 from engine import protocol
-from s2s_desktop import __version__
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# Engine error codes that mean the user's input was wrong (exit 2) rather than a failure (exit 1).
-INPUT_ERRORS = {
-    protocol.ErrorCode.INVALID_PARAMS,
-    protocol.ErrorCode.REFUSED,
-    protocol.ErrorCode.NOT_FOUND,
-    protocol.ErrorCode.MODEL_ERROR,
-    protocol.ErrorCode.NO_MODEL,
-    "prompt_too_long",
-}
-PAGES = ("library", "train", "generate", "edit", "evaluate")
-
-
-class UsageError(Exception):
-    pass
+from s2s_desktop import __version__, cli_subjects
+from s2s_desktop.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    INPUT_ERRORS,
+    PAGES,
+    Session,
+    UsageError,
+    error_text,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--json", action="store_true", help="machine-readable output")
     listing = models_sub.add_parser("list", help="list the models you added")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cli_subjects.add_parser(sub)
 
     gen = sub.add_parser("generate", help="text-to-image with a base model")
     gen.add_argument("--demo", action="store_true", help="use the shipped toy-world model (offline demo)")
@@ -88,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             return models_list(args) if args.models_command == "list" else models_add(args)
         if args.command == "generate":
             return generate(args)
+        if args.command == "subjects":
+            return cli_subjects.run(args)
     except UsageError as exc:
         print(f"s2s: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -98,99 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-# ---------------------------------------------------------------------------------------------
-# engine session helpers
-
-
-class ProgressPrinter:
-    """A one-line progress bar on stderr (a line per quarter when stderr is not a terminal)."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.tty = sys.stderr.isatty()
-        self.last_quarter = -1
-
-    def update(self, step: int, total: int, eta: float | None, unit: str = "") -> None:
-        if total <= 0:
-            return
-        if unit == "bytes":
-            shown = f"{step / 2**20:.0f}/{total / 2**20:.0f} MB"
-        else:
-            shown = f"{step}/{total}"
-        eta_text = f" ETA {eta:.0f}s" if eta else ""
-        if self.tty:
-            filled = int(30 * step / total)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {shown}{eta_text}   ")
-            sys.stderr.flush()
-        else:
-            quarter = int(4 * step / total)
-            if quarter != self.last_quarter:
-                self.last_quarter = quarter
-                print(f"{self.label}: {shown}{eta_text}", file=sys.stderr)
-
-    def done(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-
-
-class Session:
-    """One engine for the duration of a command, with helpers to run a job to its end."""
-
-    def __init__(self):
-        from s2s_desktop.engine_client import EngineClient
-
-        self._done: dict[str, threading.Event] = {}
-        self._printers: dict[str, ProgressPrinter] = {}
-        self.client = EngineClient(on_event=self._on_event, auto_restart=False)
-
-    def __enter__(self) -> Session:
-        self.client.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.client.close()
-
-    def _on_event(self, message: dict) -> None:
-        job = message.get("job", "")
-        printer = self._printers.get(job)
-        if message.get("event") == "progress" and printer:
-            printer.update(message.get("step", 0), message.get("total", 0), message.get("eta_s"), message.get("unit", ""))
-        if message.get("event") in protocol.TERMINAL_EVENTS:
-            if printer:
-                printer.done()
-            self._done.setdefault(job, threading.Event()).set()
-
-    def run_job(self, kind: str, params: dict, label: str):
-        """Submit and wait; Ctrl-C cancels the job in the engine before exiting."""
-        job_id = self.client.submit(kind, params, label).result()["job"]
-        self._printers[job_id] = ProgressPrinter(label)
-        event = self._done.setdefault(job_id, threading.Event())
-        try:
-            while not event.wait(0.2):
-                pass
-        except KeyboardInterrupt:
-            self.client.cancel(job_id)
-            event.wait(30)
-            raise
-        return self.client.jobs[job_id]
-
-    def load(self, params: dict) -> dict:
-        from s2s_desktop.engine_client import EngineError
-
-        try:
-            return self.client.load_model(params).result()
-        except EngineError as exc:
-            if exc.code in INPUT_ERRORS:
-                raise UsageError(str(exc)) from None
-            raise
-
-
-def _error_text(error: dict | None) -> str:
-    error = error or {}
-    return error.get("message", "failed") + (f" — {error['hint']}" if error.get("hint") else "")
-
-
-# ---------------------------------------------------------------------------------------------
 # models
 
 
@@ -224,7 +128,7 @@ def models_add(args) -> int:
         if not local.exists() and "/" in source:
             record = session.run_job("download_model", {"repo_id": source}, f"download {source}")
             if record.state != "finished":
-                print(f"s2s: download {record.state}: {_error_text(record.error)}", file=sys.stderr)
+                print(f"s2s: download {record.state}: {error_text(record.error)}", file=sys.stderr)
                 return EXIT_FAILED
         info = session.load(entry.load_params(args.device or settings.device))
     entry.kind = info["kind"]
@@ -308,7 +212,7 @@ def generate(args) -> int:
                 images += [{"path": a["path"], "prompt": prompt, "seed": a.get("seed")} for a in record.artifacts]
             else:
                 failures.append({"prompt": prompt, "state": record.state, "error": record.error})
-                print(f"s2s: {prompt[:60]!r}: {record.state}: {_error_text(record.error)}", file=sys.stderr)
+                print(f"s2s: {prompt[:60]!r}: {record.state}: {error_text(record.error)}", file=sys.stderr)
                 if record.error and record.error.get("code") in INPUT_ERRORS and len(prompts) == 1:
                     return EXIT_USAGE
     if args.json:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 # Letter triples that CLIP's vocabulary treats as noise; tried in order for the default token.
 RARE_STEMS = ("sks", "zwx", "qxv", "vkj", "jqz", "xqk", "pzv", "wqj", "kxz", "zqf")
-TOKEN_PATTERN = re.compile(r"^<[a-z0-9][a-z0-9_-]{0,38}[a-z0-9]>$")
+# "<sks-dog>" (the default form) or one plain made-up word ("bsktdog"); both must be new to the model.
+TOKEN_PATTERN = re.compile(r"^(<[a-z0-9][a-z0-9_-]{0,38}[a-z0-9]>|[a-z][a-z0-9]{2,24})$")
 
 
 class TokenError(ValueError):
@@ -61,7 +62,7 @@ def validate_token(
     if not TOKEN_PATTERN.match(cleaned):
         raise TokenError(
             f"{token!r} is not a valid identifier token: use angle brackets around 2-40 lower-case letters, "
-            "digits, '-' or '_', e.g. <sks-dog>"
+            "digits, '-' or '_' (e.g. <sks-dog>), or one made-up word of 3-25 letters and digits"
         )
     if cleaned in {t.lower() for t in taken}:
         raise TokenError(f"{cleaned} is already the token of another subject; pick another")
