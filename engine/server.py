@@ -29,6 +29,7 @@ JOB_HANDLERS: dict[str, str] = {
     "generate": "engine.generate:run_generate_job",
     "download_model": "engine.models.hub:run_download_job",
     "demo_subjects": "engine.toy.subjects:run_demo_subjects_job",
+    "train": "engine.train.loop:run_train_job",
 }
 # Jobs that need a loaded base model before they can be submitted.
 NEEDS_MODEL = {"generate", "edit", "attention", "invert", "train", "class_images"}

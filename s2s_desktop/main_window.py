@@ -18,6 +18,7 @@ from qasync import asyncSlot
 from s2s_desktop import __version__
 from s2s_desktop import settings as app_settings
 from s2s_desktop.pages.generate import GeneratePage
+from s2s_desktop.pages.library import LibraryPage
 from s2s_desktop.pages.upcoming import UpcomingPage
 from s2s_desktop.widgets.jobs_dock import JobsDock
 from s2s_desktop.widgets.log_dock import LogDock
@@ -43,9 +44,11 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.generate_page = GeneratePage(engine, settings)
         self.generate_page.open_models.connect(self.show_models)
+        self.library_page = LibraryPage(engine, settings)
+        built = {"generate": self.generate_page, "library": self.library_page}
         self.pages = {}
         for key in PAGES:
-            page = self.generate_page if key == "generate" else UpcomingPage(key)
+            page = built.get(key) or UpcomingPage(key)
             self.pages[key] = page
             self.stack.addWidget(page)
             self.nav.addItem(PAGE_TITLES[key])
@@ -145,5 +148,6 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Could not load {entry.name}: {exc}", 20000)
 
     def closeEvent(self, event) -> None:
+        self.library_page.shutdown()
         self.engine.close()
         super().closeEvent(event)

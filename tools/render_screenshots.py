@@ -1,8 +1,10 @@
 """Render the README screenshots from the real app: real engine, real model, real generation.
 
-    python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots]
+    python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots] [--pages generate,library]
 
-Without --model, the shipped toy-world model (the first-run default) is used.
+Without --model, the shipped toy-world model (the first-run default) is used. The library shot adds
+the demo subjects through the page's own button (the engine renders their photos), then drops two
+unusable files on Dotty so the import results show refusals with their reasons.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default="a red star on a blue background")
     parser.add_argument("--size", type=int, default=0, help="image size (default: the model's native size)")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    parser.add_argument("--pages", default="generate,library", help="comma-separated: generate, library")
     args = parser.parse_args(argv)
+    pages = set(args.pages.split(","))
     home = tempfile.mkdtemp(prefix="s2s-shots-")
     os.environ["S2S_HOME"] = home
     import qasync
@@ -50,38 +54,67 @@ def main(argv=None) -> int:
         loop.run_until_complete(poll())
 
     run_until(lambda: window.engine.client.hello is not None)
-    window.show_models()
-    dialog = window.models_dialog
-    page = window.generate_page
-    if args.model:
-        dialog.add_source(args.model, name=Path(args.model).stem)
-    wanted = Path(args.model).stem if args.model else "Toy world (demo)"
-    run_until(lambda: (page._model_info or {}).get("name") == wanted)
-    dialog.show_message(f"Loaded <b>{wanted}</b>.")
-    dialog.refresh()
     args.out.mkdir(parents=True, exist_ok=True)
-    dialog.grab().save(str(args.out / "models-dialog.png"))
-    dialog.close()
-    page.prompt.setPlainText(args.prompt)
-    page.negative.setPlainText("")  # the toy world has no words for image quality
-    page.seed.setValue(3)
-    page.steps.setValue(25)
-    page.batch.setValue(4)
-    if args.size:
-        page.width_box.setValue(args.size)
-        page.height_box.setValue(args.size)
-    page.generate_button.click()
-    run_until(lambda: page.results.count() >= 4 and page.generate_button.isEnabled())
-    window.jobs_dock.tree.setCurrentItem(window.jobs_dock.tree.topLevelItem(0))
-    app.processEvents()
-    window.grab().save(str(args.out / "generate.png"))
-    viewer = page.show_item(page.results.item(0))
-    app.processEvents()
-    viewer.grab().save(str(args.out / "image-viewer.png"))
-    viewer.close()
+    if "generate" in pages:
+        window.show_models()
+        dialog = window.models_dialog
+        page = window.generate_page
+        if args.model:
+            dialog.add_source(args.model, name=Path(args.model).stem)
+        wanted = Path(args.model).stem if args.model else "Toy world (demo)"
+        run_until(lambda: (page._model_info or {}).get("name") == wanted)
+        dialog.show_message(f"Loaded <b>{wanted}</b>.")
+        dialog.refresh()
+        dialog.grab().save(str(args.out / "models-dialog.png"))
+        dialog.close()
+        page.prompt.setPlainText(args.prompt)
+        page.negative.setPlainText("")  # the toy world has no words for image quality
+        page.seed.setValue(3)
+        page.steps.setValue(25)
+        page.batch.setValue(4)
+        if args.size:
+            page.width_box.setValue(args.size)
+            page.height_box.setValue(args.size)
+        page.generate_button.click()
+        run_until(lambda: page.results.count() >= 4 and page.generate_button.isEnabled())
+        window.jobs_dock.tree.setCurrentItem(window.jobs_dock.tree.topLevelItem(0))
+        app.processEvents()
+        window.grab().save(str(args.out / "generate.png"))
+        viewer = page.show_item(page.results.item(0))
+        app.processEvents()
+        viewer.grab().save(str(args.out / "image-viewer.png"))
+        viewer.close()
+    if "library" in pages:
+        render_library(window, app, run_until, args.out)
     window.close()
     print(f"written to {args.out}")
     return 0
+
+
+def render_library(window, app, run_until, out: Path) -> None:
+    from PIL import Image
+
+    page = window.library_page
+    window.show_page("library")
+    page.empty_demo_button.click()
+    run_until(lambda: "Added the demo subjects" in page.status_label.text() or "Could not" in page.status_label.text())
+    if "Could not" in page.status_label.text():
+        raise RuntimeError(page.status_label.text())
+    dotty = page.library.subject("Dotty")
+    page.refresh_subjects(select_id=dotty.id)
+    extras = Path(tempfile.mkdtemp(prefix="s2s-extras-"))
+    Image.new("RGB", (120, 120), (230, 120, 40)).save(extras / "dotty-sticker.png")
+    (extras / "notes.txt").write_text("shopping list", encoding="utf-8")
+    page.import_paths(dotty.id, [extras / "dotty-sticker.png", extras / "notes.txt"])
+    run_until(lambda: not page.workers.batches)
+    placeholder = page.workers.placeholder.cacheKey()
+    grid, subjects = page.view.grid, page.subject_list
+    run_until(
+        lambda: all(grid.item(i).icon().cacheKey() != placeholder for i in range(grid.count()))
+        and all(subjects.item(i).icon().cacheKey() != placeholder for i in range(subjects.count()))
+    )
+    app.processEvents()
+    window.grab().save(str(out / "library.png"))
 
 
 if __name__ == "__main__":

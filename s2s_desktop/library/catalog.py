@@ -320,7 +320,10 @@ class Library:
         c = record.crop
         path = self.thumbs_dir / f"{record.pixel_hash[:20]}-{c.x}-{c.y}-{c.size}-{size}.png"
         if not path.is_file():
-            image = imaging.load_normalized(record.path)
+            try:
+                image = imaging.load_normalized(record.path)
+            except imaging.ImageRefused as exc:
+                raise LibraryError(f"the stored photo {record.path.name} cannot be read: {exc.reason}") from None
             imaging.save_png_atomic(imaging.cropped(image, record.crop, size), path)
         return path
 

@@ -18,7 +18,12 @@ def demo_render_dir(home: Path) -> Path:
 
 
 def import_demo_subjects(
-    library: Library, job_result: dict, limits: ImportLimits | None = None, vocabulary: set[str] | None = None
+    library: Library,
+    job_result: dict,
+    limits: ImportLimits | None = None,
+    vocabulary: set[str] | None = None,
+    on_result=None,
+    should_stop=None,
 ) -> list[ImportReport]:
     """Create each demo subject (or reuse one with its name) and import its rendered photos."""
     reports = []
@@ -29,7 +34,9 @@ def import_demo_subjects(
                 subject = library.create_subject(entry["name"], entry["class_noun"], entry["token"], vocabulary)
             except LibraryError:  # the user took the demo token for a subject of their own
                 subject = library.create_subject(entry["name"], entry["class_noun"], None, vocabulary)
-        reports.append(import_files(library, subject, [Path(p) for p in entry["images"]], limits))
+        reports.append(
+            import_files(library, subject, [Path(p) for p in entry["images"]], limits, on_result, should_stop)
+        )
     return reports
 
 

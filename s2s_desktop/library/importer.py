@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,6 +84,8 @@ def import_files(
         report.results.append(result)
         if on_result:
             on_result(index + 1, len(files), result)
+        if result.code == "subject_gone":
+            return report
     report.warnings = count_warnings(len(library.images(subject.id)))
     return report
 
@@ -109,6 +112,8 @@ def _import_one(
         record: ImageRecord = library.add_image_file(subject, Path(path), normalized, pixel_hash, dhash)
     except OSError as exc:
         return FileResult(str(path), "refused", f"could not copy it into the library ({exc})", "io_error")
+    except sqlite3.IntegrityError:  # the subject was deleted (another window, the CLI) mid-import
+        return FileResult(str(path), "refused", f"{subject.name} was deleted during the import", "subject_gone")
     hashes.append((dhash, record.source_name))
     warning = f"looks almost the same as {near[0]}; near-identical photos teach little" if near else ""
     return FileResult(

@@ -6,11 +6,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 PLANNED = {
-    "library": (
-        "Subject library",
-        "Create a subject (“Biscuit”, a dog), drop 5–20 photos on it, see which photos were refused "
-        "and why, fix crops, and find all its runs, galleries and edits in one place.",
-    ),
     "train": (
         "Training",
         "Teach the model your subject with DreamBooth, DreamBooth-LoRA, Textual Inversion or pivotal "

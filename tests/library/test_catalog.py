@@ -149,3 +149,25 @@ def test_orphans_of_an_interrupted_import_are_cleaned(library, photo):
     removed = {p.name for p in library.clean_orphans()}
     assert removed == {"deadbeef.png", ".x.png.123.tmp", "0042-gone"}
     assert len(list(images_dir.iterdir())) == 1 and library.integrity_problems() == []
+
+
+def test_a_subject_deleted_mid_import_ends_that_import_cleanly(library, photo):
+    subject = library.create_subject("Biscuit", "dog")
+    paths = [photo(f"p{i}.png", seed=i) for i in range(4)]
+
+    def delete_after_first(done, total, result):
+        if done == 1:
+            library.remove_subject(subject.id)
+
+    report = import_files(library, subject, paths, on_result=delete_after_first)
+    assert [r.code for r in report.results] == ["", "subject_gone"]
+    assert library.subjects() == [] and library.integrity_problems() == []
+
+
+def test_a_missing_stored_photo_is_a_library_error(library, photo):
+    subject = library.create_subject("Biscuit", "dog")
+    import_files(library, subject, [photo("a.png")])
+    (record,) = library.images(subject.id)
+    record.path.unlink()
+    with pytest.raises(LibraryError, match="cannot be read"):
+        library.thumbnail(record)

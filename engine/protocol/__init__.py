@@ -35,6 +35,7 @@ JOB_KINDS = (
     "download_model",
     "demo_subjects",
 )
+TRAIN_METHODS = ("dreambooth", "lora", "ti", "pivotal")
 EVENTS = ("started", "progress", "artifact", "log", "finished", "failed", "cancelled")
 TERMINAL_EVENTS = ("finished", "failed", "cancelled")
 
@@ -206,6 +207,18 @@ JOB_SCHEMAS: dict[str, dict[str, Field]] = {
         "repo_id": Field(str, required=True, max_len=200),
         "revision": Field(str, max_len=200),
     },
+    # One personalisation run; its "config" is checked against engine.protocol.training.TRAIN_CONFIG.
+    "train": {
+        "method": Field(str, required=True, choices=TRAIN_METHODS),
+        "token": Field(str, required=True, max_len=60),
+        "class_noun": Field(str, required=True, max_len=60),
+        "images": Field(list, required=True, max_len=500, item=str),  # prepared crops (PNG)
+        "run_dir": Field(str, required=True, max_len=4096),
+        "class_cache_dir": Field(str, default="", max_len=4096),  # prior images, shared across runs
+        "config": Field(dict, default=None),
+        "resume": Field(bool, default=False),  # continue from run_dir's last checkpoint
+        "preflight": Field(bool, default=False),  # 2 steps + 1 sample: time per step, memory, ETA
+    },
     # Photos of the toy-world subjects, for trying the library and training offline.
     "demo_subjects": {
         "out_dir": Field(str, required=True, max_len=4096),
@@ -298,4 +311,9 @@ def validate_job(kind: str, params: dict | None) -> dict:
             f"job kind {kind!r} is not available in this version of the engine",
             hint="available: " + ", ".join(JOB_SCHEMAS),
         )
-    return validate(params or {}, JOB_SCHEMAS[kind], where=kind)
+    params = validate(params or {}, JOB_SCHEMAS[kind], where=kind)
+    if kind == "train":
+        from engine.protocol.training import validate_config
+
+        params["config"] = validate_config(params["config"])
+    return params

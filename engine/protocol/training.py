@@ -1,0 +1,126 @@
+"""What a training run is configured with, and the presets a user starts from (stdlib only: the GUI
+shows presets and validates "Advanced" edits without importing torch).
+
+Recipes from the research this app grew from: full fine-tune lr 5e-6 for 800-1000 steps, LoRA lr
+1e-4, Textual Inversion lr 5e-4 for 2000 steps, batch 2, text encoder frozen, prior preservation
+with class images "a photo of a [class noun]".
+"""
+
+from __future__ import annotations
+
+from engine.protocol import TRAIN_METHODS as METHODS
+from engine.protocol import ErrorCode, Field, ProtocolError, validate
+
+METHOD_TITLES = {
+    "dreambooth": "DreamBooth (full fine-tune)",
+    "lora": "DreamBooth-LoRA",
+    "ti": "Textual Inversion",
+    "pivotal": "Pivotal tuning (new word + LoRA)",
+}
+METHOD_BLURBS = {
+    "dreambooth": "Trains the whole UNet: the most faithful, the most memory (≈ 14 GB on a GPU at 512²), "
+    "a 3-4 GB model per subject.",
+    "lora": "Trains small low-rank layers beside the UNet's attention: nearly as faithful, a few MB per "
+    "subject, fits 8 GB GPUs.",
+    "ti": "Learns only a new word's embedding: tiny (a few KB), works with any model of the family, "
+    "least faithful to fine details.",
+    "pivotal": "Learns a new word's embedding and LoRA layers together: the detail of LoRA, the "
+    "portability of a word.",
+}
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+
+
+def _positive_list(value: list) -> str | None:
+    return None if all(isinstance(v, int) and v >= 0 for v in value) else "must be non-negative integers"
+
+
+# Every field a run can set. Prompts may use {token} and {class}.
+TRAIN_CONFIG: dict[str, Field] = {
+    "steps": Field(int, default=800, minimum=1, maximum=100_000),
+    "learning_rate": Field(float, default=1e-4, minimum=1e-8, maximum=1.0),
+    "embedding_learning_rate": Field(float, default=5e-4, minimum=1e-8, maximum=1.0),  # ti, pivotal
+    "lr_warmup_steps": Field(int, default=0, minimum=0, maximum=100_000),
+    "batch": Field(int, default=2, minimum=1, maximum=64),
+    "rank": Field(int, default=8, minimum=1, maximum=256),  # lora, pivotal
+    "alpha": Field(float, default=None, minimum=0.01, maximum=1024.0),  # default: = rank
+    "resolution": Field(int, default=None, minimum=32, maximum=2048),  # default: the model's native size
+    "instance_prompt": Field(str, default="a photo of {token} {class}", max_len=300),
+    "prior": Field(bool, default=True),
+    "prior_weight": Field(float, default=1.0, minimum=0.0, maximum=100.0),
+    "class_prompt": Field(str, default="a photo of a {class}", max_len=300),
+    "class_images": Field(int, default=100, minimum=0, maximum=5000),
+    "class_image_steps": Field(int, default=25, minimum=1, maximum=200),
+    "flip": Field(bool, default=False),  # off: many subjects are not mirror-symmetric (text on a mug)
+    "min_snr_gamma": Field(float, default=0.0, minimum=0.0, maximum=100.0),  # 0 = off
+    "offset_noise": Field(float, default=0.0, minimum=0.0, maximum=1.0),
+    "init_word": Field(str, default="", max_len=60),  # ti/pivotal: start the new word here (default: class)
+    "seed": Field(int, default=0, minimum=0, maximum=2**31 - 1),
+    "checkpoint_every": Field(int, default=100, minimum=1, maximum=100_000),
+    "sample_every": Field(int, default=100, minimum=0, maximum=100_000),  # 0 = only at the start and end
+    "sample_prompts": Field(
+        list, default=["a photo of {token} {class}", "a {token} {class} on a blue background"], max_len=8, item=str
+    ),
+    "sample_seeds": Field(list, default=[0, 1], max_len=8, item=int, check=_positive_list),
+    "sample_steps": Field(int, default=25, minimum=1, maximum=200),
+    "mixed_precision": Field(str, default="auto", choices=MIXED_PRECISION),
+    "gradient_checkpointing": Field(bool, default=False),
+    "adam_8bit": Field(bool, default=False),  # bitsandbytes, CUDA only
+    "max_grad_norm": Field(float, default=1.0, minimum=0.0, maximum=1000.0),
+}
+
+# What each method ignores (hidden in the GUI's Advanced drawer).
+UNUSED = {
+    "dreambooth": {"rank", "alpha", "embedding_learning_rate", "init_word"},
+    "lora": {"embedding_learning_rate", "init_word"},
+    "ti": {"rank", "alpha", "prior", "prior_weight", "class_prompt", "class_images", "class_image_steps",
+           "learning_rate"},
+    "pivotal": set(),
+}
+
+
+def preset(method: str, n_images: int, device: str = "cpu", toy: bool = False) -> dict:
+    """A complete config for ``method`` given the photo count and the device ("cuda", "mps", "cpu").
+
+    ``toy``: the shipped 64-px demo model, which learns in a few hundred steps at a larger batch."""
+    if method not in METHODS:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"unknown method {method!r}", "methods: " + ", ".join(METHODS))
+    config = {name: spec.default for name, spec in TRAIN_CONFIG.items()}
+    few = n_images <= 10
+    if method == "dreambooth":
+        config.update(learning_rate=5e-6, steps=800 if few else 1000, class_images=200)
+    elif method == "lora":
+        config.update(learning_rate=1e-4, steps=500 if few else 800, rank=8, class_images=100)
+    elif method == "ti":
+        config.update(embedding_learning_rate=5e-4, steps=2000, prior=False, class_images=0)
+    else:  # pivotal: the embedding warms up with the LoRA from the start, at TI's rate
+        config.update(learning_rate=1e-4, embedding_learning_rate=5e-4, steps=800 if few else 1000, rank=8,
+                      class_images=100)
+    if device == "cuda":
+        config.update(gradient_checkpointing=method == "dreambooth")
+    if toy:
+        # Measured on the toy world (benchmarks/toy_personalize.py): a 2-core CPU learns a subject
+        # in minutes at these settings; the paper's rates are tuned for SD's 860M-parameter UNet.
+        config.update(batch=4, class_images=64, class_image_steps=20, checkpoint_every=100, sample_every=100)
+        config.update(
+            {
+                "dreambooth": dict(learning_rate=1e-4, steps=400),
+                "lora": dict(learning_rate=1e-3, steps=400, rank=8),
+                "ti": dict(embedding_learning_rate=5e-3, steps=600),
+                "pivotal": dict(learning_rate=1e-3, embedding_learning_rate=5e-3, steps=400, rank=8),
+            }[method]
+        )
+        config["sample_prompts"] = ["a photo of {token}", "a photo of {token} on a blue background"]
+        config["instance_prompt"] = "a photo of {token}"
+    return config
+
+
+def validate_config(config: dict | None) -> dict:
+    """Fill defaults and check every field; unknown fields are refused (a typo must not be ignored)."""
+    out = validate(config or {}, TRAIN_CONFIG, where="config")
+    if out["alpha"] is None:
+        out["alpha"] = float(out["rank"])
+    return out
+
+
+def fill_prompt(template: str, token: str, class_noun: str) -> str:
+    return " ".join(template.replace("{token}", token).replace("{class}", class_noun).split())

@@ -1,0 +1,376 @@
+"""The one training loop every method runs (DreamBooth, LoRA, Textual Inversion, pivotal tuning).
+
+Per step: draw a batch of cached latents (instance photos, plus class images for prior
+preservation), add noise at random timesteps, predict it with the UNet, and take the MSE against
+the noise (or the velocity for v-prediction models), optionally Min-SNR weighted. Everything random
+in step ``s`` comes from a CPU generator seeded by (seed, s), so a resumed run repeats an
+uninterrupted one exactly and any device gives the same batches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine import devices
+from engine.jobs import JobCancelled, JobFailed
+from engine.protocol.training import fill_prompt
+from engine.train import checkpoint, data, methods
+
+
+@dataclass
+class RunSpec:
+    method: str
+    token: str
+    class_noun: str
+    images: list[str]
+    run_dir: Path
+    config: dict
+    class_cache_dir: Path | None = None
+    resume: bool = False
+    preflight: bool = False
+
+
+def make_accelerator(config: dict, device: str):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # accelerate keeps process-wide state; one engine runs many jobs with different settings
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    precision = config["mixed_precision"]
+    if precision == "auto":
+        precision = {"bfloat16": "bf16", "float16": "fp16"}.get(devices.dtype_name(device, "training"), "no")
+    if not device.startswith("cuda"):
+        precision = "no"  # MPS and CPU train in float32 (MPS autocast is not reliable for training)
+    return Accelerator(mixed_precision=precision, cpu=device == "cpu")
+
+
+def make_optimizer(config: dict, groups: list[dict], device: str):
+    if config["adam_8bit"]:
+        if not device.startswith("cuda"):
+            raise JobFailed("8-bit Adam needs a CUDA GPU", "turn off '8-bit Adam' on this device", code="invalid_config")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise JobFailed(
+                "8-bit Adam needs the bitsandbytes package", "pip install bitsandbytes, or turn it off",
+                code="invalid_config",
+            ) from None
+        return bnb.optim.AdamW8bit(groups, weight_decay=1e-2)
+    return torch.optim.AdamW(groups, weight_decay=1e-2)
+
+
+class Trainer:
+    def __init__(self, loaded, spec: RunSpec, ctx):
+        self.loaded, self.spec, self.ctx = loaded, spec, ctx
+        self.config = spec.config
+        self.pipe = loaded.pipeline
+        self.device = loaded.device
+        self.resolution = self.config["resolution"] or loaded.native_resolution
+        self.uses_prior = spec.method != "ti" and self.config["prior"] and self.config["class_images"] > 0
+        self.instance_prompt = fill_prompt(self.config["instance_prompt"], spec.token, spec.class_noun)
+        self.class_prompt = fill_prompt(self.config["class_prompt"], spec.token, spec.class_noun)
+        self.history: dict = {"loss": [], "step": 0}
+        self.trainables = None
+
+    # ------------------------------------------------------------------ phases
+    def prepare_class_images(self) -> list[str]:
+        if not self.uses_prior:
+            return []
+        cfg = self.config
+        root = self.spec.class_cache_dir or (self.spec.run_dir / "class-images")
+        folder = data.class_cache_folder(
+            root, repr(self.loaded.ref.key), self.class_prompt, self.resolution, cfg["class_image_steps"]
+        )
+        missing = data.missing_class_seeds(folder, cfg["class_images"])
+        if missing and not self.spec.preflight:
+            self.ctx.log(f"making {len(missing)} class images for “{self.class_prompt}” (cached for later runs)")
+            done = [0]
+
+            def on_image(seed: int) -> None:
+                done[0] += 1
+                self.ctx.progress(done[0], len(missing), phase="class_images")
+
+            data.make_class_images(
+                self.loaded, folder, self.class_prompt, cfg["class_images"], self.resolution,
+                cfg["class_image_steps"], on_image,
+            )
+        self.class_images_missing = len(missing)
+        return data.class_image_paths(folder, cfg["class_images"])
+
+    def build_caches(self, class_paths: list[str]) -> None:
+        cfg, trainables = self.config, self.trainables
+        vae = self.pipe.vae
+        self.instances = data.encode_latents(vae, data.load_images(self.spec.images, self.resolution), cfg["flip"])
+        self.classes = None
+        if self.uses_prior:
+            # preflight: the instance photos stand in for class images not made yet (same cost per step)
+            paths = self.spec.images if self.spec.preflight else class_paths
+            self.classes = data.encode_latents(vae, data.load_images(paths, self.resolution), cfg["flip"])
+        self.scaling = vae.config.scaling_factor
+        tok = trainables.tokenizer
+        if trainables.trains_text:
+            self.instance_ids = data.tokenize(tok, [self.instance_prompt])
+            self.class_ids = data.tokenize(tok, [self.class_prompt])
+        else:  # frozen text encoder: two embeddings serve the whole run
+            te = trainables.text_encoder
+            self.instance_embeds = data.prompt_embeddings(tok, te, [self.instance_prompt])
+            self.class_embeds = data.prompt_embeddings(tok, te, [self.class_prompt])
+
+    # ------------------------------------------------------------------ one step
+    def compute_loss(self, step: int) -> torch.Tensor:
+        from diffusers.training_utils import compute_snr
+
+        cfg, trainables = self.config, self.trainables
+        g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step)
+        b = cfg["batch"]
+        shape = (b, *self.instances.mean.shape[1:])
+        index = torch.randint(0, len(self.instances), (b,), generator=g)
+        flip = torch.rand(b, generator=g) < 0.5 if cfg["flip"] else None
+        parts = [self.instances.sample(index, flip, torch.randn(shape, generator=g))]
+        if self.classes is not None:
+            class_index = torch.randint(0, len(self.classes), (b,), generator=g)
+            class_flip = torch.rand(b, generator=g) < 0.5 if cfg["flip"] else None
+            parts.append(self.classes.sample(class_index, class_flip, torch.randn(shape, generator=g)))
+        latents = torch.cat(parts) * self.scaling
+        n = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=g)
+        if cfg["offset_noise"]:
+            noise = noise + cfg["offset_noise"] * torch.randn((n, latents.shape[1], 1, 1), generator=g)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), generator=g)
+        noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+
+        if trainables.trains_text:
+            ids = [self.instance_ids] * b + ([self.class_ids] * b if self.classes is not None else [])
+            embeds = trainables.text_encoder(torch.cat(ids).to(self.device))[0]
+        else:
+            embeds = torch.cat(
+                [self.instance_embeds.expand(b, -1, -1)]
+                + ([self.class_embeds.expand(b, -1, -1)] if self.classes is not None else [])
+            )
+        unet_dtype = next(trainables.unet.parameters()).dtype
+        with self.accelerator.autocast():
+            prediction = trainables.unet(noisy.to(unet_dtype), timesteps, embeds.to(unet_dtype)).sample
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if cfg["min_snr_gamma"]:
+            snr = compute_snr(self.noise_scheduler, timesteps)
+            clipped = torch.clamp(snr, max=cfg["min_snr_gamma"])
+            weight = clipped / (snr + 1) if self.noise_scheduler.config.prediction_type == "v_prediction" else clipped / snr
+            per_sample = per_sample * weight
+        loss = per_sample[:b].mean()
+        if self.classes is not None:
+            loss = loss + cfg["prior_weight"] * per_sample[b:].mean()
+        return loss
+
+    def train_step(self, step: int) -> float:
+        loss = self.compute_loss(step)
+        if not torch.isfinite(loss):
+            last = checkpoint.latest(self.spec.run_dir)
+            raise JobFailed(
+                f"the loss became {loss.item()} at step {step}; training stopped"
+                + (f" and the last good checkpoint ({last.name}) is kept" if last else ""),
+                "lower the learning rate, or set mixed precision to 'no' (fp16 can overflow)",
+                code="nan_loss",
+            )
+        self.accelerator.backward(loss)
+        if self.config["max_grad_norm"] > 0:
+            self.accelerator.clip_grad_norm_(self.trainables.parameters(), self.config["max_grad_norm"])
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.trainables.after_step()
+        return float(loss.detach().item())
+
+    # ------------------------------------------------------------------ samples
+    @torch.no_grad()
+    def sample(self, step: int, prompts: list[str] | None = None, seeds: list[int] | None = None) -> list[dict]:
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        from engine.generate import save_png_atomic
+
+        cfg, trainables = self.config, self.trainables
+        pipe = StableDiffusionPipeline(
+            vae=self.pipe.vae, text_encoder=trainables.text_encoder, tokenizer=trainables.tokenizer,
+            unet=trainables.unet, scheduler=DDIMScheduler.from_config(self.loaded.base_scheduler_config),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        prompts = prompts if prompts is not None else [fill_prompt(p, self.spec.token, self.spec.class_noun) for p in cfg["sample_prompts"]]
+        seeds = seeds if seeds is not None else cfg["sample_seeds"]
+        was_training = trainables.unet.training
+        trainables.unet.eval()
+        out = []
+        try:
+            for p_index, prompt in enumerate(prompts):
+                for seed in seeds:
+                    with self.accelerator.autocast():
+                        image = pipe(
+                            prompt, num_inference_steps=cfg["sample_steps"], guidance_scale=7.5,
+                            height=self.resolution, width=self.resolution,
+                            generator=torch.Generator("cpu").manual_seed(seed),
+                        ).images[0]
+                    path = self.spec.run_dir / "samples" / f"step-{step:06d}-p{p_index}-s{seed}.png"
+                    if not self.spec.preflight:
+                        save_png_atomic(image, path, f"{prompt}\nSteps: {cfg['sample_steps']}, Seed: {seed}, Training step: {step}")
+                        self.ctx.artifact(str(path), "sample", step=step, prompt=prompt, seed=seed, prompt_index=p_index)
+                    out.append({"path": str(path), "step": step, "prompt": prompt, "seed": seed})
+        finally:
+            trainables.unet.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+
+        cfg, spec = self.config, self.spec
+        started = time.perf_counter()
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        class_paths = self.prepare_class_images()
+        self.accelerator = make_accelerator(cfg, self.device)
+        self.noise_scheduler = DDPMScheduler.from_config(self.loaded.base_scheduler_config)
+        self.trainables = methods.setup(spec.method, self.pipe, cfg, spec.token, spec.class_noun, self.device)
+        try:
+            self.build_caches(class_paths)
+            self.optimizer = make_optimizer(cfg, self.trainables.param_groups, self.device)
+            self.lr_scheduler = get_scheduler(
+                "constant_with_warmup", self.optimizer, num_warmup_steps=cfg["lr_warmup_steps"],
+                num_training_steps=cfg["steps"],
+            )
+            self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
+            self.trainables.unet.train()
+            if spec.preflight:
+                return self.preflight()
+            return self.train_loop(started)
+        except torch.OutOfMemoryError:
+            raise JobFailed(
+                f"the {self.device} ran out of memory while training",
+                "turn on gradient checkpointing, lower the batch to 1, use 8-bit Adam (CUDA), or train LoRA "
+                "instead of a full fine-tune",
+                code="out_of_memory",
+            ) from None
+        finally:
+            self.trainables.restore()
+            devices.empty_cache(self.device)
+
+    def train_loop(self, started: float) -> dict:
+        cfg, spec, ctx = self.config, self.spec, self.ctx
+        total = cfg["steps"]
+        start = 0
+        last = checkpoint.latest(spec.run_dir) if spec.resume else None
+        if last is not None:
+            self.history = checkpoint.load(last, self.trainables, self.optimizer, self.lr_scheduler)
+            start = self.history["step"]
+            ctx.log(f"resuming from {last.name}")
+        elif spec.resume:
+            ctx.log("no checkpoint to resume from; starting at step 0")
+        if start == 0:
+            self.sample(0)  # the baseline: what the model draws before learning anything
+        step = start
+        saved_at = start
+        try:
+            for step in range(start + 1, total + 1):
+                loss = self.train_step(step)
+                self.history["loss"].append([step, round(loss, 6)])
+                ctx.progress(step, total, phase="train", loss=loss, lr=self.lr_scheduler.get_last_lr()[0])
+                if step % cfg["checkpoint_every"] == 0 or step == total:
+                    self.save_checkpoint(step)
+                    saved_at = step
+                if cfg["sample_every"] and step % cfg["sample_every"] == 0 and step != total:
+                    self.sample(step)
+        except JobCancelled:
+            # a cancel (or the app closing) keeps the work done: checkpoint where it stopped
+            if step > saved_at and len(self.history["loss"]) and self.history["loss"][-1][0] == step:
+                self.save_checkpoint(step)
+            raise
+        samples = self.sample(total)
+        from engine.train.export import export_run
+
+        exports = export_run(self, spec.run_dir / "exports")
+        for item in exports:
+            ctx.artifact(item["path"], "export", format=item["format"])
+        losses = [v for _, v in self.history["loss"][-20:]]
+        return {
+            "step": total,
+            "final_loss": round(sum(losses) / max(len(losses), 1), 6),
+            "exports": exports,
+            "samples": [s["path"] for s in samples],
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    def save_checkpoint(self, step: int) -> None:
+        path = checkpoint.save(self.spec.run_dir, step, self.trainables, self.optimizer, self.lr_scheduler, self.history)
+        self.ctx.artifact(str(path), "checkpoint", step=step)
+
+    def preflight(self) -> dict:
+        """Two steps and one sample, timed; nothing is saved. The ETA covers the whole run."""
+        cfg = self.config
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        self.train_step(1)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        tick = time.perf_counter()
+        self.train_step(2)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        step_s = time.perf_counter() - tick
+        tick = time.perf_counter()
+        self.sample(0, prompts=[self.instance_prompt], seeds=[0])
+        sample_s = time.perf_counter() - tick
+        n_samples = len(cfg["sample_prompts"]) * len(cfg["sample_seeds"])
+        rounds = 2 + (cfg["steps"] - 1) // cfg["sample_every"] if cfg["sample_every"] else 2
+        class_s = getattr(self, "class_images_missing", 0) * sample_s * cfg["class_image_steps"] / cfg["sample_steps"]
+        eta = cfg["steps"] * step_s + rounds * n_samples * sample_s + class_s
+        peak = devices.peak_memory_bytes(self.device)
+        if peak is None and self.device == "cpu":
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the process's peak RSS
+        return {
+            "preflight": True,
+            "seconds_per_step": round(step_s, 4),
+            "sample_seconds": round(sample_s, 3),
+            "class_images_to_make": getattr(self, "class_images_missing", 0),
+            "peak_memory_bytes": peak,
+            "eta_seconds": round(eta, 1),
+            "steps": cfg["steps"],
+            "device": self.device,
+            "resolution": self.resolution,
+            "instance_prompt": self.instance_prompt,
+            "trainable_parameters": sum(p.numel() for p in self.trainables.parameters()),
+        }
+
+
+def run_train_job(params: dict, ctx, state) -> dict:
+    loaded = state.model_cache().require()
+    spec = RunSpec(
+        method=params["method"],
+        token=params["token"],
+        class_noun=params["class_noun"],
+        images=params["images"],
+        run_dir=Path(params["run_dir"]),
+        config=params["config"],
+        class_cache_dir=Path(params["class_cache_dir"]) if params["class_cache_dir"] else None,
+        resume=params["resume"],
+        preflight=params["preflight"],
+    )
+    missing = [p for p in spec.images if not Path(p).is_file()]
+    if missing or not spec.images:
+        raise JobFailed(
+            f"{len(missing)} training image(s) missing, e.g. {missing[0]}" if missing else "no training images",
+            "add photos to the subject first", code="invalid_params",
+        )
+    if spec.method in ("ti", "pivotal") and spec.token in loaded.pipeline.tokenizer.get_vocab():
+        raise JobFailed(f"{spec.token} is already a word of this model", "choose another token", code="invalid_params")
+    return Trainer(loaded, spec, ctx).run()
