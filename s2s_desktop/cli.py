@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from engine import protocol
-from s2s_desktop import __version__, cli_subjects
+from s2s_desktop import __version__, cli_subjects, cli_train
 from s2s_desktop.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     cli_subjects.add_parser(sub)
+    cli_train.add_parser(sub)
 
     gen = sub.add_parser("generate", help="text-to-image with a base model")
     gen.add_argument("--demo", action="store_true", help="use the shipped toy-world model (offline demo)")
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return generate(args)
         if args.command == "subjects":
             return cli_subjects.run(args)
+        if args.command == "train":
+            return cli_train.run(args)
     except UsageError as exc:
         print(f"s2s: {exc}", file=sys.stderr)
         return EXIT_USAGE

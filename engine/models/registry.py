@@ -202,6 +202,8 @@ class LoadedModel:
     def __post_init__(self):
         # Schedulers are swapped per job from the model's own scheduler config.
         self.base_scheduler_config = dict(self.pipeline.scheduler.config)
+        # the model's own scheduler class (generate swaps pipeline.scheduler; exports save the original)
+        self.base_scheduler_class = type(self.pipeline.scheduler)
 
     @property
     def key(self) -> tuple:

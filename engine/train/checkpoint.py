@@ -48,7 +48,12 @@ def save(run_dir: Path, step: int, trainables, optimizer, lr_scheduler, history:
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in sorted(p for p in folder.glob("step-*") if p != final)[:-(KEEP - 1) or None]:
-        shutil.rmtree(old, ignore_errors=True)
+        # rename first: a kill during rmtree must not leave a "step-…" folder missing half its files
+        doomed = folder / f".old-{old.name}"
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    for leftover in folder.glob(".old-*"):  # from a run killed mid-delete
+        shutil.rmtree(leftover, ignore_errors=True)
     return final
 
 

@@ -77,6 +77,7 @@ class Trainer:
         self.class_prompt = fill_prompt(self.config["class_prompt"], spec.token, spec.class_noun)
         self.history: dict = {"loss": [], "step": 0}
         self.trainables = None
+        self.on_trained = None  # called with the trainer after the last step, before exports and restore
 
     # ------------------------------------------------------------------ phases
     def prepare_class_images(self) -> list[str]:
@@ -239,8 +240,8 @@ class Trainer:
         class_paths = self.prepare_class_images()
         self.accelerator = make_accelerator(cfg, self.device)
         self.noise_scheduler = DDPMScheduler.from_config(self.loaded.base_scheduler_config)
-        self.trainables = methods.setup(spec.method, self.pipe, cfg, spec.token, spec.class_noun, self.device)
         try:
+            self.trainables = methods.setup(spec.method, self.pipe, cfg, spec.token, spec.class_noun, self.device)
             self.build_caches(class_paths)
             self.optimizer = make_optimizer(cfg, self.trainables.param_groups, self.device)
             self.lr_scheduler = get_scheduler(
@@ -260,7 +261,11 @@ class Trainer:
                 code="out_of_memory",
             ) from None
         finally:
-            self.trainables.restore()
+            if self.trainables is not None:
+                self.trainables.restore()
+            # drop the trained copies (a full fine-tune's float32 UNet) before asking for memory back
+            self.trainables = self.optimizer = self.lr_scheduler = None
+            self.instances = self.classes = None
             devices.empty_cache(self.device)
 
     def train_loop(self, started: float) -> dict:
@@ -282,6 +287,7 @@ class Trainer:
             for step in range(start + 1, total + 1):
                 loss = self.train_step(step)
                 self.history["loss"].append([step, round(loss, 6)])
+                self.history["step"] = step
                 ctx.progress(step, total, phase="train", loss=loss, lr=self.lr_scheduler.get_last_lr()[0])
                 if step % cfg["checkpoint_every"] == 0 or step == total:
                     self.save_checkpoint(step)
@@ -294,9 +300,18 @@ class Trainer:
                 self.save_checkpoint(step)
             raise
         samples = self.sample(total)
+        if self.on_trained is not None:
+            self.on_trained(self)
         from engine.train.export import export_run
 
-        exports = export_run(self, spec.run_dir / "exports")
+        try:
+            exports = export_run(self, spec.run_dir / "exports")
+        except OSError as exc:
+            raise JobFailed(
+                f"training finished but writing the exports failed: {exc}",
+                "free disk space, then resume the run: it re-exports from the final checkpoint",
+                code="export_failed",
+            ) from None
         for item in exports:
             ctx.artifact(item["path"], "export", format=item["format"])
         losses = [v for _, v in self.history["loss"][-20:]]

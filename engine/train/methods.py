@@ -58,11 +58,14 @@ class Trainables:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         unet_state = {k[5:]: v for k, v in state.items() if k.startswith("unet.")}
-        if unet_state:
-            missing = set(unet_state) - set(self.unet.state_dict())
-            if missing:
-                raise ValueError(f"checkpoint does not fit this model ({len(missing)} unknown weights)")
-            self.unet.load_state_dict(unet_state, strict=False)
+        if unet_state and self.method in ("lora", "pivotal"):
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.unet, unet_state, adapter_name=ADAPTER)
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"checkpoint does not fit this model ({len(result.unexpected_keys)} unknown weights)")
+        elif unet_state:
+            self.unet.load_state_dict(unet_state)  # a full fine-tune: every weight, strictly
         if "embeddings" in state:
             with torch.no_grad():
                 weight = self.text_encoder.get_input_embeddings().weight
@@ -75,8 +78,17 @@ class Trainables:
 
 
 def setup(method: str, pipeline, config: dict, token: str, class_noun: str, device: str) -> Trainables:
-    unet, text_encoder, tokenizer = pipeline.unet, pipeline.text_encoder, pipeline.tokenizer
     undo: list = []
+    try:
+        return _setup(method, pipeline, config, token, class_noun, device, undo)
+    except BaseException:
+        while undo:  # a half-done setup must not leave LoRA layers in the model generation uses
+            undo.pop()()
+        raise
+
+
+def _setup(method, pipeline, config, token, class_noun, device, undo: list) -> Trainables:
+    unet, text_encoder, tokenizer = pipeline.unet, pipeline.text_encoder, pipeline.tokenizer
     groups: list[dict] = []
     token_ids: list[int] = []
     frozen_rows = None
@@ -92,7 +104,10 @@ def setup(method: str, pipeline, config: dict, token: str, class_noun: str, devi
         unet = trained
         groups.append({"params": [p for p in unet.parameters() if p.requires_grad], "lr": config["learning_rate"]})
     if method in ("lora", "pivotal"):
-        add_lora(unet, config["rank"], config["alpha"])
+        # LoRA's random init comes from the run's seed: the same config gives the same run
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config["seed"])
+            add_lora(unet, config["rank"], config["alpha"])
         undo.append(lambda: remove_lora(pipeline.unet))
         params = [p for n, p in unet.named_parameters() if "lora_" in n]
         for p in params:  # trainable weights stay float32 under fp16/bf16 autocast
@@ -149,6 +164,8 @@ def remove_lora(model: torch.nn.Module) -> None:
             setattr(parent, child, module.get_base_layer())
     if hasattr(model, "peft_config"):
         model.peft_config.pop(ADAPTER, None)
+        if not model.peft_config:  # an empty one makes the next injection warn about "multiple adapters"
+            del model.peft_config
 
 
 # ------------------------------------------------------------------------------------- new token

@@ -90,7 +90,17 @@ CREATE INDEX generations_subject ON generations(subject_id);
 CREATE INDEX edits_subject ON edits(subject_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_SUBJECTS_AND_IMAGES, V2_CROPS, V3_RUNS_AND_OUTPUTS)
+# v4: what a training run needs to be resumed and shown without its folder: model, token, progress.
+V4_RUN_DETAILS = """
+ALTER TABLE runs ADD COLUMN model TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN token TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN step INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN total_steps INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN result TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE runs ADD COLUMN error TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_SUBJECTS_AND_IMAGES, V2_CROPS, V3_RUNS_AND_OUTPUTS, V4_RUN_DETAILS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

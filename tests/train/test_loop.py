@@ -1,0 +1,110 @@
+"""The training loop on the real toy-world model: what changes, checkpoints, cancel, NaN, preflight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.jobs import JobCancelled, JobFailed
+from engine.train import checkpoint
+
+
+def _base_state(loaded):
+    return {
+        **{f"unet.{k}": v.clone() for k, v in loaded.pipeline.unet.state_dict().items()},
+        **{f"te.{k}": v.clone() for k, v in loaded.pipeline.text_encoder.state_dict().items()},
+    }
+
+
+@pytest.mark.parametrize("method", ["lora", "ti", "pivotal", "dreambooth"])
+def test_every_method_trains_and_leaves_the_base_model_bitwise_unchanged(make_trainer, toy_loaded, method):
+    before = _base_state(toy_loaded)
+    trainer = make_trainer(method)
+    seen = {}
+
+    def inspect(tr):
+        t = tr.trainables
+        seen["trainable"] = sum(p.numel() for p in t.parameters())
+        if t.token_ids:
+            weight = t.text_encoder.get_input_embeddings().weight
+            original = toy_loaded.pipeline.text_encoder.get_input_embeddings().weight
+            rows = original.shape[0]
+            changed = (weight[:rows] != original).any(dim=1).nonzero().flatten().tolist()
+            seen["changed_rows"] = changed
+            seen["token_ids"] = list(t.token_ids)
+
+    trainer.on_trained = inspect
+    result = trainer.run()
+    assert result["step"] == 6 and result["final_loss"] > 0
+    kinds = [e.get("kind") for e in trainer.events if e["event"] == "artifact"]
+    assert kinds.count("checkpoint") == 3 and kinds.count("sample") == 2  # step 0 baseline and the end
+    after = _base_state(toy_loaded)
+    assert all(torch.equal(before[k], after[k]) for k in before), "the shared base model changed"
+    assert not any("lora" in k for k in toy_loaded.pipeline.unet.state_dict())  # adapter removed
+    if method in ("ti", "pivotal"):
+        assert seen["changed_rows"] == seen["token_ids"]  # only the new word's row moved
+    expected = {"lora": 1, "ti": 1, "pivotal": 1, "dreambooth": 1}[method]
+    assert seen["trainable"] >= expected
+
+
+def test_cancel_keeps_a_checkpoint_at_the_step_it_stopped(make_trainer, tmp_path):
+    trainer = make_trainer("lora", steps=20, checkpoint_every=100)
+    original_step = trainer.train_step
+
+    def step_then_cancel(step):
+        loss = original_step(step)
+        if step == 3:
+            trainer.job.cancel_requested.set()
+        return loss
+
+    trainer.train_step = step_then_cancel
+    with pytest.raises(JobCancelled):
+        trainer.run()
+    last = checkpoint.latest(trainer.spec.run_dir)
+    assert last is not None and last.name == "step-000003"
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(make_trainer):
+    trainer = make_trainer("lora", steps=10, checkpoint_every=2)
+    original = trainer.compute_loss
+    trainer.compute_loss = lambda step: original(step) * (float("nan") if step == 5 else 1.0)
+    with pytest.raises(JobFailed) as info:
+        trainer.run()
+    assert info.value.code == "nan_loss"
+    assert "step 5" in info.value.message and "step-000004" in info.value.message
+    assert "learning rate" in info.value.hint
+
+
+def test_preflight_measures_and_writes_nothing(make_trainer):
+    trainer = make_trainer("pivotal", preflight=True, steps=500)
+    result = trainer.run()
+    assert result["preflight"] and result["seconds_per_step"] > 0 and result["eta_seconds"] > 500 * result["seconds_per_step"] * 0.9
+    assert result["class_images_to_make"] == 2 and result["trainable_parameters"] > 0
+    assert not (trainer.spec.run_dir / "checkpoints").exists()
+    assert not [e for e in trainer.events if e["event"] == "artifact"]
+
+
+@pytest.mark.parametrize("method", ["lora", "ti", "pivotal"])
+def test_resume_in_process_reproduces_an_uninterrupted_run(make_trainer, tmp_path, method):
+    straight = make_trainer(method, run_dir=tmp_path / "straight", steps=6)
+    straight.run()
+    first_half = make_trainer(method, run_dir=tmp_path / "halves", steps=6)
+    first_half.train_step, original = None, first_half.train_step
+
+    def stop_after_three(step):
+        loss = original(step)
+        if step == 3:
+            first_half.job.cancel_requested.set()
+        return loss
+
+    first_half.train_step = stop_after_three
+    with pytest.raises(JobCancelled):
+        first_half.run()
+    resumed = make_trainer(method, run_dir=tmp_path / "halves", steps=6, resume=True)
+    resumed.run()
+    a = load_file(str(checkpoint.latest(tmp_path / "straight") / "trainable.safetensors"))
+    b = load_file(str(checkpoint.latest(tmp_path / "halves") / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    worst = {key: float((a[key] - b[key]).abs().max()) for key in a}
+    assert max(worst.values()) < 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
