@@ -5,7 +5,7 @@
 
 For each method: train on the subject's rendered photos with the toy preset (prior preservation
 on where the method uses it), then with 32 fixed seeds score
-  * subject rate — "a photo of <token>" images in which the toy evaluator finds the subject
+  * subject rate — instance-prompt images ("a photo of <token> star") in which the toy evaluator finds the subject
     (shape, colour within ΔE, markings); the base model is scored on the same prompt;
   * class accuracy — world captions of the subject's class without the token ("a photo of a red
     star" …): colour and shape right, before vs after training (prior preservation keeps it).
@@ -44,8 +44,8 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int = 20, batch:
     return images
 
 
-def score_pipeline(pipe, subject, token: str, seeds: list[int]) -> dict:
-    subject_images = generate(pipe, [f"a photo of {token}"] * len(seeds), seeds)
+def score_pipeline(pipe, subject, prompt: str, seeds: list[int]) -> dict:
+    subject_images = generate(pipe, [prompt] * len(seeds), seeds)
     present = [subject_present(np.asarray(image), subject)[0] for image in subject_images]
     captions = [f"a photo of a {CLASS_COLOURS[i % len(CLASS_COLOURS)]} {subject.class_noun}" for i in range(len(seeds))]
     class_images = generate(pipe, captions, seeds)
@@ -94,7 +94,9 @@ def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir
                    class_cache_dir=workdir / "class-cache")
     scores: dict = {}
     trainer = Trainer(loaded, spec, JobContext(Job("train", params), lambda event: None))
-    trainer.on_trained = lambda tr: scores.update(score_pipeline(sampling_pipeline(tr), subject, subject.token, seeds))
+    trainer.on_trained = lambda tr: scores.update(
+        score_pipeline(sampling_pipeline(tr), subject, tr.instance_prompt, seeds)
+    )
     started = time.perf_counter()
     result = trainer.run()
     scores.update(method=method, steps=params["config"]["steps"], seconds=round(time.perf_counter() - started, 1),
@@ -118,7 +120,10 @@ def main(argv=None) -> int:
     loaded = cache.current
     subject = get_subject(args.subject)
     seeds = list(range(1000, 1000 + args.seeds))
-    base = score_pipeline(loaded.pipeline, subject, subject.token, seeds)
+    from engine.protocol.training import fill_prompt, preset
+
+    prompt = fill_prompt(preset("lora", 8, "cpu", toy=True)["instance_prompt"], subject.token, subject.class_noun)
+    base = score_pipeline(loaded.pipeline, subject, prompt, seeds)
     rows = [dict(base, method="base model", steps=0, seconds=0.0, final_loss=None)]
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):

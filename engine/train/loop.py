@@ -133,11 +133,12 @@ class Trainer:
         shape = (b, *self.instances.mean.shape[1:])
         index = torch.randint(0, len(self.instances), (b,), generator=g)
         flip = torch.rand(b, generator=g) < 0.5 if cfg["flip"] else None
-        parts = [self.instances.sample(index, flip, torch.randn(shape, generator=g))]
+        scale = 1.0 if cfg["sample_latents"] else 0.0  # draws stay the same either way: resume is exact
+        parts = [self.instances.sample(index, flip, scale * torch.randn(shape, generator=g))]
         if self.classes is not None:
             class_index = torch.randint(0, len(self.classes), (b,), generator=g)
             class_flip = torch.rand(b, generator=g) < 0.5 if cfg["flip"] else None
-            parts.append(self.classes.sample(class_index, class_flip, torch.randn(shape, generator=g)))
+            parts.append(self.classes.sample(class_index, class_flip, scale * torch.randn(shape, generator=g)))
         latents = torch.cat(parts) * self.scaling
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=g)
