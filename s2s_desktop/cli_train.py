@@ -39,6 +39,8 @@ def add_parser(sub) -> None:
     train.add_argument("--config", type=Path, help="JSON file with any training fields (see --show-config)")
     train.add_argument("--show-config", action="store_true", help="print the preset as JSON and exit")
     train.add_argument("--preflight", action="store_true", help="2 steps + 1 sample: time per step, memory, ETA")
+    train.add_argument("--export-launch", type=Path, metavar="DIR",
+                       help="write DIR/run.json and print the accelerate/torchrun command instead of training here")
     train.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped run from its checkpoint")
     train.add_argument("--demo", action="store_true", help="train on the shipped toy-world model")
     train.add_argument("--model", help="a model from `s2s models list`, a folder, file or hub id (default: active)")
@@ -99,6 +101,13 @@ def run(args) -> int:
             "run_dir": str(run_record.folder), "class_cache_dir": str(library_runs.class_cache_dir(library)),
             "config": config, "resume": previous is not None, "preflight": args.preflight,
         }
+        if args.export_launch:
+            path = training.write_launch(args.export_launch, entry.load_params(args.device or settings.device), params)
+            library_runs.update_run(library, run_record.id, status="cancelled", error=f"exported to {path}")
+            print("\n".join(training.launch_commands(path)))
+            print(f"run {run_record.id} is ready in {run_record.folder}; the app can resume it afterwards "
+                  f"(s2s train {subject.name} --resume {run_record.id})", file=sys.stderr)
+            return EXIT_OK
         if not args.preflight:
             library_runs.update_run(library, run_record.id, status="running")
         label = "preflight" if args.preflight else f"{args.method} {subject.name}"

@@ -8,6 +8,10 @@ with class images "a photo of a [class noun]".
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from engine.protocol import TRAIN_METHODS as METHODS
 from engine.protocol import ErrorCode, Field, ProtocolError, validate
 
@@ -127,3 +131,42 @@ def validate_config(config: dict | None) -> dict:
 
 def fill_prompt(template: str, token: str, class_noun: str) -> str:
     return " ".join(template.replace("{token}", token).replace("{class}", class_noun).split())
+
+
+# ------------------------------------------------------------------------------ headless launch file
+LAUNCH_VERSION = 1
+
+
+def write_launch(folder: Path, model_params: dict, job_params: dict) -> Path:
+    """Write RUN.json (validated, so a bad run fails here and not on the cluster)."""
+    from engine import protocol
+
+    protocol.validate_method_params("load_model", model_params)
+    job = protocol.validate_job("train", job_params)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "run.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"version": LAUNCH_VERSION, "model": model_params, "job": job}, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_launch(path: Path) -> tuple[dict, dict]:
+    from engine import protocol
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("version") != LAUNCH_VERSION:
+        raise ValueError(f"{path}: launch file version {data.get('version')!r}, this engine reads {LAUNCH_VERSION}")
+    model = protocol.validate_method_params("load_model", data["model"])
+    job = protocol.validate_job("train", data["job"])
+    return model, job
+
+
+def launch_commands(path: Path) -> list[str]:
+    """How to run a launch file: one process, several GPUs, or plain torchrun."""
+    return [
+        f"python -m engine.train.headless {path}",
+        f"accelerate launch --multi_gpu --num_processes NUM_GPUS -m engine.train.headless {path}",
+        f"torchrun --nproc_per_node NUM_PROCESSES -m engine.train.headless {path}",
+    ]

@@ -128,7 +128,8 @@ class Trainer:
         from diffusers.training_utils import compute_snr
 
         cfg, trainables = self.config, self.trainables
-        g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step)
+        # each data-parallel process draws its own batch; a single process is process 0
+        g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step + 7919 * self.accelerator.process_index)
         b = cfg["batch"]
         shape = (b, *self.instances.mean.shape[1:])
         index = torch.randint(0, len(self.instances), (b,), generator=g)
@@ -150,7 +151,7 @@ class Trainer:
 
         if trainables.trains_text:
             ids = [self.instance_ids] * b + ([self.class_ids] * b if self.classes is not None else [])
-            embeds = trainables.text_encoder(torch.cat(ids).to(self.device))[0]
+            embeds = self.text_forward(torch.cat(ids).to(self.device))[0]
         else:
             embeds = torch.cat(
                 [self.instance_embeds.expand(b, -1, -1)]
@@ -158,7 +159,7 @@ class Trainer:
             )
         unet_dtype = next(trainables.unet.parameters()).dtype
         with self.accelerator.autocast():
-            prediction = trainables.unet(noisy.to(unet_dtype), timesteps, embeds.to(unet_dtype)).sample
+            prediction = self.unet_forward(noisy.to(unet_dtype), timesteps, embeds.to(unet_dtype)).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -238,8 +239,9 @@ class Trainer:
         cfg, spec = self.config, self.spec
         started = time.perf_counter()
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        class_paths = self.prepare_class_images()
         self.accelerator = make_accelerator(cfg, self.device)
+        with self.accelerator.main_process_first():  # one process makes the class images, the rest read them
+            class_paths = self.prepare_class_images()
         self.noise_scheduler = DDPMScheduler.from_config(self.loaded.base_scheduler_config)
         try:
             self.trainables = methods.setup(spec.method, self.pipe, cfg, spec.token, spec.class_noun, self.device)
@@ -251,6 +253,13 @@ class Trainer:
             )
             self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
             self.trainables.unet.train()
+            self.unet_forward, self.text_forward = self.trainables.unet, self.trainables.text_encoder
+            if self.accelerator.num_processes > 1:
+                # data-parallel under `accelerate launch`: DDP averages the trainable gradients.
+                # A single process never wraps the shared UNet (prepare would patch its forward for good).
+                self.unet_forward = self.accelerator.prepare_model(self.trainables.unet)
+                if self.trainables.trains_text:
+                    self.text_forward = self.accelerator.prepare_model(self.trainables.text_encoder)
             if spec.preflight:
                 return self.preflight()
             return self.train_loop(started)
@@ -280,7 +289,8 @@ class Trainer:
             ctx.log(f"resuming from {last.name}")
         elif spec.resume:
             ctx.log("no checkpoint to resume from; starting at step 0")
-        if start == 0:
+        main = self.accelerator.is_main_process
+        if start == 0 and main:
             self.sample(0)  # the baseline: what the model draws before learning anything
         step = start
         saved_at = start
@@ -293,13 +303,16 @@ class Trainer:
                 if step % cfg["checkpoint_every"] == 0 or step == total:
                     self.save_checkpoint(step)
                     saved_at = step
-                if cfg["sample_every"] and step % cfg["sample_every"] == 0 and step != total:
+                if cfg["sample_every"] and step % cfg["sample_every"] == 0 and step != total and main:
                     self.sample(step)
         except JobCancelled:
             # a cancel (or the app closing) keeps the work done: checkpoint where it stopped
             if step > saved_at and len(self.history["loss"]) and self.history["loss"][-1][0] == step:
                 self.save_checkpoint(step)
             raise
+        self.accelerator.wait_for_everyone()
+        if not main:
+            return {"step": total, "process": self.accelerator.process_index}
         samples = self.sample(total)
         if self.on_trained is not None:
             self.on_trained(self)
@@ -325,6 +338,9 @@ class Trainer:
         }
 
     def save_checkpoint(self, step: int) -> None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
         path = checkpoint.save(self.spec.run_dir, step, self.trainables, self.optimizer, self.lr_scheduler, self.history)
         self.ctx.artifact(str(path), "checkpoint", step=step)
 

@@ -53,3 +53,15 @@ def test_train_refuses_bad_input_with_exit_2(tmp_path):
     typo.write_text(json.dumps({"stepz": 3}))
     assert "unknown field" in s2s("train", "Biscuit", "--demo", "--config", typo).stderr
     assert config.exists()
+
+
+def test_export_launch_writes_a_run_file_that_headless_reads(tmp_path):
+    from engine.protocol.training import read_launch
+
+    config = _subject(tmp_path)
+    result = s2s("train", "Biscuit", "--method", "ti", "--demo", "--config", config, "--export-launch", tmp_path / "launch")
+    assert result.returncode == 0, result.stderr
+    assert "accelerate launch --multi_gpu" in result.stdout and "engine.train.headless" in result.stdout
+    model, job = read_launch(tmp_path / "launch" / "run.json")
+    assert job["method"] == "ti" and job["token"] == "<sks-star>" and len(job["images"]) == 4
+    assert model["source"].endswith("toy-world")
