@@ -78,20 +78,22 @@ class JobContext:
         if self.job.cancel_requested.is_set():
             raise JobCancelled()
 
-    def progress(self, step: int, total: int, *, force: bool = False, **extra: Any) -> None:
+    def progress(self, step: int, total: int, *, force: bool = False, **extra: Any) -> bool:
         """Report progress (throttled to ``max_rate`` events/s; the final step always goes out),
-        then raise JobCancelled if a cancel arrived."""
+        then raise JobCancelled if a cancel arrived. Returns whether this one was sent."""
         job = self.job
         now = self._clock()
         if self._rate_origin is None or step < self._rate_origin[1]:
             self._rate_origin = (now, step)
         job.step, job.total = step, total
         final = total > 0 and step >= total
-        if force or final or now - self._last_sent >= self._min_interval:
+        sent = force or final or now - self._last_sent >= self._min_interval
+        if sent:
             self._last_sent = now
             self.progress_sent += 1
             self._emit(protocol.event(job.id, "progress", step=step, total=total, eta_s=self._eta(now, step, total), **extra))
         self.check_cancelled()
+        return sent
 
     def _eta(self, now: float, step: int, total: int) -> float | None:
         origin_time, origin_step = self._rate_origin or (now, step)

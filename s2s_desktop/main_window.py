@@ -19,6 +19,7 @@ from s2s_desktop import __version__
 from s2s_desktop import settings as app_settings
 from s2s_desktop.pages.generate import GeneratePage
 from s2s_desktop.pages.library import LibraryPage
+from s2s_desktop.pages.train import TrainPage
 from s2s_desktop.pages.upcoming import UpcomingPage
 from s2s_desktop.widgets.jobs_dock import JobsDock
 from s2s_desktop.widgets.log_dock import LogDock
@@ -45,7 +46,9 @@ class MainWindow(QMainWindow):
         self.generate_page = GeneratePage(engine, settings)
         self.generate_page.open_models.connect(self.show_models)
         self.library_page = LibraryPage(engine, settings)
-        built = {"generate": self.generate_page, "library": self.library_page}
+        self.train_page = TrainPage(engine, settings, self.library_page.library)  # one library, one sqlite file
+        self.train_page.open_library.connect(lambda: self.show_page("library"))
+        built = {"generate": self.generate_page, "library": self.library_page, "train": self.train_page}
         self.pages = {}
         for key in PAGES:
             page = built.get(key) or UpcomingPage(key)
@@ -149,5 +152,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.library_page.shutdown()
+        self.train_page.shutdown()
         self.engine.close()
         super().closeEvent(event)

@@ -1,10 +1,12 @@
 """Render the README screenshots from the real app: real engine, real model, real generation.
 
-    python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots] [--pages generate,library]
+    python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots]
+                                       [--pages generate,library,train]
 
 Without --model, the shipped toy-world model (the first-run default) is used. The library shot adds
 the demo subjects through the page's own button (the engine renders their photos), then drops two
-unusable files on Dotty so the import results show refusals with their reasons.
+unusable files on Dotty so the import results show refusals with their reasons. The train shot runs
+a preflight and a short real LoRA run on Dotty, and is taken while that run is still training.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default="a red star on a blue background")
     parser.add_argument("--size", type=int, default=0, help="image size (default: the model's native size)")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
-    parser.add_argument("--pages", default="generate,library", help="comma-separated: generate, library")
+    parser.add_argument("--pages", default="generate,library,train", help="comma-separated: generate, library, train")
     args = parser.parse_args(argv)
     pages = set(args.pages.split(","))
     home = tempfile.mkdtemp(prefix="s2s-shots-")
@@ -86,20 +88,30 @@ def main(argv=None) -> int:
         viewer.close()
     if "library" in pages:
         render_library(window, app, run_until, args.out)
+    if "train" in pages:
+        render_train(window, app, run_until, args.out)
     window.close()
     print(f"written to {args.out}")
     return 0
+
+
+def add_demo_subjects(window, run_until) -> None:
+    page = window.library_page
+    if page.library.find_subject("Dotty") is not None:
+        return
+    window.show_page("library")
+    page.empty_demo_button.click()
+    run_until(lambda: "Added the demo subjects" in page.status_label.text() or "Could not" in page.status_label.text())
+    if "Could not" in page.status_label.text():
+        raise RuntimeError(page.status_label.text())
 
 
 def render_library(window, app, run_until, out: Path) -> None:
     from PIL import Image
 
     page = window.library_page
+    add_demo_subjects(window, run_until)
     window.show_page("library")
-    page.empty_demo_button.click()
-    run_until(lambda: "Added the demo subjects" in page.status_label.text() or "Could not" in page.status_label.text())
-    if "Could not" in page.status_label.text():
-        raise RuntimeError(page.status_label.text())
     dotty = page.library.subject("Dotty")
     page.refresh_subjects(select_id=dotty.id)
     extras = Path(tempfile.mkdtemp(prefix="s2s-extras-"))
@@ -115,6 +127,28 @@ def render_library(window, app, run_until, out: Path) -> None:
     )
     app.processEvents()
     window.grab().save(str(out / "library.png"))
+
+
+def render_train(window, app, run_until, out: Path, steps: int = 150) -> None:
+    """Mid-run: the preflight's numbers, the loss curve and three rows of samples, still training."""
+    add_demo_subjects(window, run_until)
+    page = window.train_page
+    window.show_page("train")
+    run_until(lambda: page.model_info is not None)
+    page.refresh_subjects(select_id=page.library.subject("Dotty").id)
+    page.cards.set_method("lora")
+    # the toy preset, shortened so the shot takes a minute or two on a laptop CPU
+    settings = {"steps": steps, "sample_every": steps // 5, "class_images": 16, "checkpoint_every": 50}
+    for name, value in settings.items():
+        page.editor.editors[name].setText(str(value))
+        page.editor.editors[name].textEdited.emit(str(value))
+    page.preflight_button.click()
+    run_until(lambda: page.preflight_result.isVisible())
+    page.train_button.click()
+    run_until(lambda: len(page.monitor.samples.steps()) >= 3 and page.monitor.live is not None
+              and page.monitor.live.step >= 0.45 * steps)
+    app.processEvents()
+    window.grab().save(str(out / "train.png"))
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ class ConsoleContext:
         if self.rank == 0:
             print(text, flush=True)
 
-    def progress(self, step, total, *, force=False, **extra) -> None:
+    def progress(self, step, total, *, force=False, **extra) -> bool:
         now = time.monotonic()
         if force or step >= total or now - self.last >= 2.0:
             self.last = now
             loss = f" loss {extra['loss']:.4f}" if "loss" in extra else ""
             self._print(f"[{extra.get('phase', '')}] {step}/{total}{loss}")
+            return True
+        return False
 
     def artifact(self, path, kind, **meta) -> None:
         self._print(f"{kind}: {path}")

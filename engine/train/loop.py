@@ -294,12 +294,17 @@ class Trainer:
             self.sample(0)  # the baseline: what the model draws before learning anything
         step = start
         saved_at = start
+        pending: list = []
         try:
             for step in range(start + 1, total + 1):
                 loss = self.train_step(step)
                 self.history["loss"].append([step, round(loss, 6)])
                 self.history["step"] = step
-                ctx.progress(step, total, phase="train", loss=loss, lr=self.lr_scheduler.get_last_lr()[0])
+                # throttled events carry every loss since the last one, so the curve misses no step
+                pending.append([step, round(loss, 6)])
+                if ctx.progress(step, total, phase="train", loss=loss, losses=pending,
+                                lr=self.lr_scheduler.get_last_lr()[0]):
+                    pending = []
                 if step % cfg["checkpoint_every"] == 0 or step == total:
                     self.save_checkpoint(step)
                     saved_at = step

@@ -6,12 +6,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 PLANNED = {
-    "train": (
-        "Training",
-        "Teach the model your subject with DreamBooth, DreamBooth-LoRA, Textual Inversion or pivotal "
-        "tuning; a preflight shows seconds per step and memory before you commit, then a live loss "
-        "curve and sample images, with pause, cancel and resume.",
-    ),
     "edit": (
         "Edit",
         "Edit any image without masks by steering cross-attention (Prompt-to-Prompt): see what every "

@@ -24,7 +24,7 @@ from s2s_desktop.image_meta import parse_parameters
 class ImageViewer(QDialog):
     reuse_requested = Signal(dict)  # parsed parameters
 
-    def __init__(self, path: str, parameters: str, parent=None):
+    def __init__(self, path: str, parameters: str, parent=None, reusable: bool = True):
         super().__init__(parent)
         self.path = path
         self.parameters = parameters
@@ -54,6 +54,7 @@ class ImageViewer(QDialog):
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.parameters))
         reuse = QPushButton("Use these settings")
         reuse.setEnabled(bool(parameters))
+        reuse.setVisible(reusable)  # a training sample's settings are not the Generate page's
         reuse.clicked.connect(self._reuse)
         folder = QPushButton("Open folder")
         folder.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))

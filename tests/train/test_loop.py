@@ -108,3 +108,23 @@ def test_resume_in_process_reproduces_an_uninterrupted_run(make_trainer, tmp_pat
     assert a.keys() == b.keys()
     worst = {key: float((a[key] - b[key]).abs().max()) for key in a}
     assert max(worst.values()) < 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_throttled_progress_still_carries_every_loss(toy_loaded, dotty_photos, tmp_path):
+    from pathlib import Path
+
+    from engine.jobs import Job, JobContext
+    from engine.protocol import validate_job
+    from engine.train.loop import RunSpec, Trainer
+    from tests.train.conftest import tiny_config
+
+    params = validate_job("train", dict(method="ti", token="<dotty-star>", class_noun="star", images=dotty_photos,
+                                        run_dir=str(tmp_path / "run"), config=tiny_config("ti", steps=12)))
+    events: list[dict] = []
+    clock = iter(range(10**6))  # each call 1 ms later: at most one event in 100 ms goes out
+    ctx = JobContext(Job("train", params), events.append, clock=lambda: next(clock) / 1000)
+    spec = RunSpec("ti", "<dotty-star>", "star", dotty_photos, Path(params["run_dir"]), params["config"])
+    Trainer(toy_loaded, spec, ctx).run()
+    progress = [e for e in events if e["event"] == "progress" and e.get("phase") == "train"]
+    assert len(progress) < 12  # throttled …
+    assert [s for e in progress for s, _ in e["losses"]] == list(range(1, 13))  # … yet no step is missing
