@@ -52,8 +52,9 @@ def drop_files(target, paths, at: QPoint | None = None) -> None:
     """What the window system delivers when files are dragged onto ``target`` and let go."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    centre = QPointF(at if at is not None else target.rect().center())
-    enter = QDragEnterEvent(centre, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    point = at if at is not None else target.rect().center()
+    centre = QPointF(point)
+    enter = QDragEnterEvent(point, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)  # QPoint in Qt 6.11
     QApplication.sendEvent(target, enter)
     assert enter.isAccepted()
     drop = QDropEvent(centre, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
