@@ -65,6 +65,32 @@ def make_optimizer(config: dict, groups: list[dict], device: str):
     return torch.optim.AdamW(groups, weight_decay=1e-2)
 
 
+def lock_run_folder(run_dir: Path):
+    """Hold an exclusive lock on the run folder while training, so a second trainer (another app
+    window, `s2s train --resume` in a terminal) cannot write the same checkpoints. The OS drops
+    the lock when the process dies, so a crash never leaves a stale one."""
+    import os
+
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one app per library is the norm there
+        return None
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 (kept open for the run's lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise JobFailed(
+            "this run is being trained by another process right now",
+            "wait for it to finish or stop it there; resume here afterwards",
+            code="run_busy",
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class Trainer:
     def __init__(self, loaded, spec: RunSpec, ctx):
         self.loaded, self.spec, self.ctx = loaded, spec, ctx
@@ -78,6 +104,7 @@ class Trainer:
         self.history: dict = {"loss": [], "step": 0}
         self.trainables = None
         self.on_trained = None  # called with the trainer after the last step, before exports and restore
+        self._lock = None
 
     # ------------------------------------------------------------------ phases
     def prepare_class_images(self) -> list[str]:
@@ -240,6 +267,8 @@ class Trainer:
         started = time.perf_counter()
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = make_accelerator(cfg, self.device)
+        if not spec.preflight and self.accelerator.is_main_process:
+            self._lock = lock_run_folder(spec.run_dir)
         with self.accelerator.main_process_first():  # one process makes the class images, the rest read them
             class_paths = self.prepare_class_images()
         self.noise_scheduler = DDPMScheduler.from_config(self.loaded.base_scheduler_config)
@@ -277,6 +306,9 @@ class Trainer:
             self.trainables = self.optimizer = self.lr_scheduler = None
             self.instances = self.classes = None
             devices.empty_cache(self.device)
+            if self._lock is not None:
+                self._lock.close()  # releases the flock (data-parallel launches: rank 0 holds it)
+                self._lock = None
 
     def train_loop(self, started: float) -> dict:
         cfg, spec, ctx = self.config, self.spec, self.ctx

@@ -128,3 +128,21 @@ def test_throttled_progress_still_carries_every_loss(toy_loaded, dotty_photos, t
     progress = [e for e in events if e["event"] == "progress" and e.get("phase") == "train"]
     assert len(progress) < 12  # throttled …
     assert [s for e in progress for s, _ in e["losses"]] == list(range(1, 13))  # … yet no step is missing
+
+
+def test_a_run_folder_being_trained_elsewhere_is_refused(make_trainer, tmp_path):
+    from engine.train.loop import lock_run_folder
+
+    held = lock_run_folder(_mkdir(tmp_path / "busy"))
+    try:
+        with pytest.raises(JobFailed) as info:
+            make_trainer("ti", run_dir=tmp_path / "busy").run()
+        assert info.value.code == "run_busy"
+    finally:
+        held.close()
+    assert make_trainer("ti", run_dir=tmp_path / "busy", steps=2).run()["step"] == 2  # free again
+
+
+def _mkdir(path):
+    path.mkdir(parents=True)
+    return path
