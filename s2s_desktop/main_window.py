@@ -20,13 +20,33 @@ from s2s_desktop import settings as app_settings
 from s2s_desktop.pages.generate import GeneratePage
 from s2s_desktop.pages.library import LibraryPage
 from s2s_desktop.pages.train import TrainPage
-from s2s_desktop.pages.upcoming import UpcomingPage
+from s2s_desktop.pages.upcoming import UnavailablePage, UpcomingPage
 from s2s_desktop.widgets.jobs_dock import JobsDock
 from s2s_desktop.widgets.log_dock import LogDock
 from s2s_desktop.widgets.models_dialog import ModelsDialog
 
 PAGES = ("library", "train", "generate", "edit", "evaluate")
 PAGE_TITLES = {"library": "Library", "train": "Train", "generate": "Generate", "edit": "Edit", "evaluate": "Evaluate"}
+
+
+def open_library():
+    """The library, or (None, why) when its catalog cannot be used (a newer app's, or damaged)."""
+    import sqlite3
+
+    from s2s_desktop.library import Library
+    from s2s_desktop.library.schema import NewerCatalogError
+
+    try:
+        library = Library()
+        library.clean_orphans()  # files an interrupted import or delete left behind
+        return library, ""
+    except NewerCatalogError as exc:
+        return None, str(exc)
+    except sqlite3.DatabaseError as exc:
+        path = app_settings.app_home() / "library.sqlite3"
+        return None, (f"the library catalog {path} cannot be read ({exc}). Your photos are still in the "
+                      "subjects folder beside it; restore the catalog from a backup, or move it aside to "
+                      "start a new one.")
 
 
 class MainWindow(QMainWindow):
@@ -45,10 +65,16 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.generate_page = GeneratePage(engine, settings)
         self.generate_page.open_models.connect(self.show_models)
-        self.library_page = LibraryPage(engine, settings)
-        self.train_page = TrainPage(engine, settings, self.library_page.library)  # one library, one sqlite file
-        self.train_page.open_library.connect(lambda: self.show_page("library"))
-        built = {"generate": self.generate_page, "library": self.library_page, "train": self.train_page}
+        built = {"generate": self.generate_page}
+        self.library_page = self.train_page = None
+        library, problem = open_library()
+        if library is not None:
+            self.library_page = LibraryPage(engine, settings, library)
+            self.train_page = TrainPage(engine, settings, library)  # one library, one sqlite file
+            self.train_page.open_library.connect(lambda: self.show_page("library"))
+            built.update(library=self.library_page, train=self.train_page)
+        else:  # the rest of the app still works; the message says what to do
+            built.update(library=UnavailablePage("Subject library", problem), train=UnavailablePage("Training", problem))
         self.pages = {}
         for key in PAGES:
             page = built.get(key) or UpcomingPage(key)
@@ -151,7 +177,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Could not load {entry.name}: {exc}", 20000)
 
     def closeEvent(self, event) -> None:
-        self.library_page.shutdown()
-        self.train_page.shutdown()
+        for page in (self.library_page, self.train_page):
+            if page is not None:
+                page.shutdown()
         self.engine.close()
         super().closeEvent(event)

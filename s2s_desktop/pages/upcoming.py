@@ -32,3 +32,21 @@ class UpcomingPage(QWidget):
         layout.addWidget(heading, 0, Qt.AlignHCenter)
         layout.addWidget(body, 0, Qt.AlignHCenter)
         layout.addStretch(2)
+
+
+class UnavailablePage(QWidget):
+    """A feature that cannot open right now, and why (the rest of the app keeps working)."""
+
+    def __init__(self, title: str, problem: str, parent=None):
+        super().__init__(parent)
+        heading = QLabel(f"<h2>{title} unavailable</h2>")
+        body = QLabel(problem)
+        body.setObjectName("problem")
+        body.setWordWrap(True)
+        body.setMaximumWidth(620)
+        body.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout = QVBoxLayout(self)
+        layout.addStretch(1)
+        layout.addWidget(heading, 0, Qt.AlignHCenter)
+        layout.addWidget(body, 0, Qt.AlignHCenter)
+        layout.addStretch(2)

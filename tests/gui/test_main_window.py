@@ -139,3 +139,18 @@ def test_first_run_generates_with_the_toy_world(window, run_until):
     path = page.results.item(0).data(Qt.UserRole)
     verdict = score_caption(np.asarray(Image.open(path).convert("RGB")), "a yellow circle on a gray background")
     assert verdict["colour_ok"] and verdict["background_ok"], verdict
+
+
+def test_a_library_from_a_newer_app_disables_library_and_training_only(qtbot, aloop, isolated_home):
+    import sqlite3
+
+    conn = sqlite3.connect(isolated_home / "library.sqlite3")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    win = MainWindow(QtEngine(), Settings.load(), start_engine=False)
+    qtbot.addWidget(win)
+    win.show_page("library")
+    texts = " ".join(label.text() for label in win.stack.currentWidget().findChildren(QLabel))
+    assert "unavailable" in texts and "newer Subject2Subject" in texts
+    assert win.generate_page is not None and win.library_page is None
+    win.close()
