@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 from qasync import asyncSlot
 
-from engine.protocol.training import preset
+from engine.protocol.training import launch_commands, preset
 from s2s_desktop import settings as app_settings
 from s2s_desktop.image_meta import read_parameters
 from s2s_desktop.library import Library, LibraryError, Subject
@@ -35,7 +35,7 @@ from s2s_desktop.library import runs as library_runs
 from s2s_desktop.library.runs import Run
 from s2s_desktop.pages.train_monitor import RunMonitor, duration
 from s2s_desktop.pages.train_runs import TrainJobs, run_status_text
-from s2s_desktop.pages.train_subjects import SubjectRuns, plural
+from s2s_desktop.pages.train_subjects import SubjectRuns, empty_train_view, plural
 from s2s_desktop.widgets.image_viewer import ImageViewer
 from s2s_desktop.widgets.setters import set_enabled, set_text, set_tooltip, set_visible
 from s2s_desktop.widgets.train_config import (
@@ -101,11 +101,15 @@ class TrainPage(QWidget):
                                          "Stop now and keep the progress: Resume goes on from here")
         self.cancel_button = self._button("Cancel (discards)", self.on_cancel,
                                           "Stop and delete its checkpoints: it cannot be resumed")
+        self.launch_button = self._button("Run elsewhere…", self.on_export_launch,
+                                          "Write this run for `accelerate launch` on a server or several GPUs")
+        self.launch_button.setFlat(True)
         start_row, stop_row = QHBoxLayout(), QHBoxLayout()
         start_row.addWidget(self.preflight_button, 1)
         start_row.addWidget(self.train_button, 2)
         stop_row.addWidget(self.pause_button)
         stop_row.addWidget(self.cancel_button)
+        stop_row.addWidget(self.launch_button)
         self.preflight_result = QLabel()
         self.preflight_result.setWordWrap(True)
         self.preflight_result.setStyleSheet(RESULT_STYLE)
@@ -167,19 +171,7 @@ class TrainPage(QWidget):
         return button
 
     def _build_empty_view(self) -> QWidget:
-        self.empty_view = QWidget()
-        body = QLabel("<h2>Nothing to train yet</h2>Training teaches the model a subject from its photos. "
-                      "Create a subject in the Library and add 5–20 photos of it (or add the demo subjects), "
-                      "then come back here.")
-        body.setWordWrap(True)
-        body.setFixedWidth(520)
-        body.setMinimumHeight(body.heightForWidth(520))
-        go = self._button("Go to the Library", self.open_library.emit, "")
-        layout = QVBoxLayout(self.empty_view)
-        layout.addStretch(1)
-        layout.addWidget(body, 0, Qt.AlignHCenter)
-        layout.addWidget(go, 0, Qt.AlignHCenter)
-        layout.addStretch(2)
+        self.empty_view = empty_train_view(self._button("Go to the Library", self.open_library.emit, ""))
         return self.empty_view
 
     def showEvent(self, event) -> None:  # subjects and photos change on the Library page
@@ -421,6 +413,21 @@ class TrainPage(QWidget):
         finally:
             self.preflight_button.setText("Preflight")
             self._update_buttons()
+
+    @asyncSlot()
+    async def on_export_launch(self) -> None:
+        config, subject, info, entry = self.validate(), self.current_subject(), self.model_info, self.settings.active
+        if config is None or subject is None or info is None or entry is None:
+            return
+        run = library_runs.create_run(self.library, subject, self.cards.method(), config, info["name"])
+        try:
+            resolution = config["resolution"] or info["native_resolution"]
+            path = await self.jobs.export_launch(run, subject, resolution, entry.load_params(self.settings.device))
+        except Exception as exc:
+            self.show_status(f"Could not write the launch file: {exc}", error=True)
+            return
+        self.subjects.refresh_runs(select_id=run.id)
+        self.show_status(f"Run #{run.id} written to {path}. Run it with:\n" + "\n".join(launch_commands(path)))
 
     def show_sample(self, path: str) -> ImageViewer:
         viewer = ImageViewer(path, read_parameters(path), self, reusable=False)

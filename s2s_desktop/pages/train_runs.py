@@ -19,6 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from engine import protocol
+from engine.protocol import training
 from s2s_desktop.library import Library, LibraryError, Subject
 from s2s_desktop.library import runs as library_runs
 from s2s_desktop.library.runs import Run
@@ -184,6 +185,15 @@ class TrainJobs(QObject):
             "run_dir": str(run.folder), "class_cache_dir": str(library_runs.class_cache_dir(self.library)),
             "config": run.config, "resume": resume, "preflight": preflight,
         }
+
+    async def export_launch(self, run: Run, subject: Subject, resolution: int, model_params: dict) -> Path:
+        """Write the run as ``launch/run.json`` for ``accelerate launch -m engine.train.headless``; the
+        run stays in the library (resumable here once the headless run has written checkpoints)."""
+        images = await self.in_worker(library_runs.prepare_training_images, self.library, run, resolution)
+        path = training.write_launch(run.folder / "launch", model_params, self._params(run, subject, images, False))
+        library_runs.update_run(self.library, run.id, status="cancelled", error=f"exported to {path}")
+        self.changed.emit(run.id)
+        return path
 
     async def preflight(self, subject: Subject, method: str, config: dict, resolution: int) -> dict:
         """Two timed steps and a sample on this subject's photos; the engine's result, or raises."""

@@ -137,3 +137,20 @@ class SubjectRuns(QWidget):
             return library_runs.get_run(self.library, run_id) if run_id else None
         except LibraryError:
             return None
+
+
+def empty_train_view(go_button) -> QWidget:
+    """What the Train page shows before any subject has photos."""
+    view = QWidget()
+    body = QLabel("<h2>Nothing to train yet</h2>Training teaches the model a subject from its photos. "
+                  "Create a subject in the Library and add 5–20 photos of it (or add the demo subjects), "
+                  "then come back here.")
+    body.setWordWrap(True)
+    body.setFixedWidth(520)
+    body.setMinimumHeight(body.heightForWidth(520))
+    layout = QVBoxLayout(view)
+    layout.addStretch(1)
+    layout.addWidget(body, 0, Qt.AlignHCenter)
+    layout.addWidget(go_button, 0, Qt.AlignHCenter)
+    layout.addStretch(2)
+    return view

@@ -135,6 +135,24 @@ def test_train_says_why_it_cannot_start(offline_page, library):
     assert not page.train_button.isEnabled() and "Waiting for the model" in page.problem.text()
 
 
+def test_run_elsewhere_writes_a_launch_file_the_headless_trainer_reads(offline_page, library, run_until):
+    from engine.protocol.training import read_launch
+
+    offline_page.on_export_launch()
+    run_until(lambda: "written to" in offline_page.status.text(), 30, "no launch file")
+    assert "accelerate launch --multi_gpu" in offline_page.status.text()
+    (run,) = runs_of_library(library)
+    model, job = read_launch(run.folder / "launch" / "run.json")
+    assert job["method"] == offline_page.cards.method() and len(job["images"]) == 4
+    assert model["source"].endswith("toy-world") and run.status == "cancelled"
+
+
+def runs_of_library(library):
+    from s2s_desktop.library.runs import runs_of
+
+    return [run for subject in library.subjects() for run in runs_of(library, subject.id)]
+
+
 def test_loss_plot_draws_200_points_with_a_sensible_range(qtbot):
     plot = LossPlot()
     qtbot.addWidget(plot)
