@@ -53,19 +53,6 @@ def score_pipeline(pipe, subject, prompt: str, seeds: list[int]) -> dict:
     return {"subject_rate": float(np.mean(present)), "class_accuracy": float(np.mean(class_ok))}
 
 
-def sampling_pipeline(trainer):
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    t = trainer.trainables
-    pipe = StableDiffusionPipeline(
-        vae=trainer.pipe.vae, text_encoder=t.text_encoder, tokenizer=t.tokenizer, unet=t.unet,
-        scheduler=DDIMScheduler.from_config(trainer.loaded.base_scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir: Path, steps: int | None = None,
                overrides: dict | None = None) -> dict:
     from engine.jobs import Job, JobContext
@@ -95,7 +82,7 @@ def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir
     scores: dict = {}
     trainer = Trainer(loaded, spec, JobContext(Job("train", params), lambda event: None))
     trainer.on_trained = lambda tr: scores.update(
-        score_pipeline(sampling_pipeline(tr), subject, tr.instance_prompt, seeds)
+        score_pipeline(tr.sampling_pipeline(), subject, tr.instance_prompt, seeds)
     )
     started = time.perf_counter()
     result = trainer.run()

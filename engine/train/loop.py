@@ -222,19 +222,24 @@ class Trainer:
         return float(loss.detach().item())
 
     # ------------------------------------------------------------------ samples
-    @torch.no_grad()
-    def sample(self, step: int, prompts: list[str] | None = None, seeds: list[int] | None = None) -> list[dict]:
+    def sampling_pipeline(self):
+        """The base pipeline's VAE with the weights being trained (DDIM, the model's own config)."""
         from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-        from engine.generate import save_png_atomic
-
-        cfg, trainables = self.config, self.trainables
+        t = self.trainables
         pipe = StableDiffusionPipeline(
-            vae=self.pipe.vae, text_encoder=trainables.text_encoder, tokenizer=trainables.tokenizer,
-            unet=trainables.unet, scheduler=DDIMScheduler.from_config(self.loaded.base_scheduler_config),
+            vae=self.pipe.vae, text_encoder=t.text_encoder, tokenizer=t.tokenizer, unet=t.unet,
+            scheduler=DDIMScheduler.from_config(self.loaded.base_scheduler_config),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
         pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def sample(self, step: int, prompts: list[str] | None = None, seeds: list[int] | None = None) -> list[dict]:
+        from engine.generate import save_png_atomic
+        cfg, trainables = self.config, self.trainables
+        pipe = self.sampling_pipeline()
         prompts = prompts if prompts is not None else [fill_prompt(p, self.spec.token, self.spec.class_noun) for p in cfg["sample_prompts"]]
         seeds = seeds if seeds is not None else cfg["sample_seeds"]
         was_training = trainables.unet.training

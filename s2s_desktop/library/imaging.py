@@ -9,14 +9,15 @@ conversion are applied the same way everywhere.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from s2s_desktop.settings import atomic_write
 
 # Transparent pixels are flattened onto this grey: neither white nor black biases the subject's outline.
 NEUTRAL_BACKGROUND = (128, 128, 128)
@@ -209,34 +210,16 @@ def cropped(image: Image.Image, crop: Crop, size: int) -> Image.Image:
 # ---------------------------------------------------------------------------------------- files
 def copy_atomic(source: Path, target: Path) -> None:
     """Copy to a temp file beside ``target``, fsync, rename: a crash leaves no half file under its name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def copy(out) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+    atomic_write(target, copy)
 
 
 def save_png_atomic(image: Image.Image, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            image.save(out, format="PNG")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, lambda out: image.save(out, format="PNG"))
 
 
 def expand_paths(paths) -> list[Path]:
