@@ -114,12 +114,16 @@ def add_subject(library, args) -> int:
             raise UsageError(f"{args.name!r} is a new subject: say what it is with --class (e.g. --class dog)")
         subject = library.create_subject(args.name, args.class_noun, args.token, _vocabulary())
         created = True
-        print(f"created {subject.name} ({subject.class_noun}, token {subject.token})", file=sys.stderr)
     elif args.class_noun and args.class_noun.strip().lower() != subject.class_noun:
         raise UsageError(f"{subject.name} is a {subject.class_noun}, not a {args.class_noun}")
     elif args.token and args.token.strip().lower() != subject.token:
         subject = library.set_token(subject.id, args.token, _vocabulary())
     report = import_files(library, subject, args.images, Settings.load().library.limits())
+    if created and not report.imported:  # nothing to keep: do not leave an empty subject behind
+        library.remove_subject(subject.id)
+        print(f"{subject.name} was not created: none of the files could be added", file=sys.stderr)
+    elif created:
+        print(f"created {subject.name} ({subject.class_noun}, token {subject.token})", file=sys.stderr)
     if args.json:
         print(json.dumps(dict(report.to_json(), token=subject.token, created=created), indent=2, ensure_ascii=False))
     _print_report(report, args.json)

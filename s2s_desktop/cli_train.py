@@ -94,26 +94,29 @@ def run(args) -> int:
         toy = args.demo or Path(entry.source).name == "toy-world"
         config = build_config(args, n_images, info["device"], toy, previous.config if previous else None)
         resolution = config["resolution"] or info["native_resolution"]
-        run_record = previous or library_runs.create_run(library, subject, args.method, config, entry.name)
-        images = library_runs.prepare_training_images(library, run_record, resolution)
-        params = {
-            "method": args.method, "token": subject.token, "class_noun": subject.class_noun, "images": images,
-            "run_dir": str(run_record.folder), "class_cache_dir": str(library_runs.class_cache_dir(library)),
-            "config": config, "resume": previous is not None, "preflight": args.preflight,
-        }
-        if args.export_launch:
+        if args.preflight:  # a timing test: no run in the subject's history
+            run_record, folder = None, library_runs.preflight_folder(library, subject.id)
+        else:
+            run_record = previous or library_runs.create_run(library, subject, args.method, config, entry.name)
+            folder = run_record.folder
+        images = library_runs.prepare_training_images(library, subject.id, folder, resolution)
+        params = library_runs.train_params(library, subject, args.method, config, folder, images,
+                                           resume=previous is not None, preflight=args.preflight)
+        if args.export_launch and run_record is not None:
             path = training.write_launch(args.export_launch, entry.load_params(args.device or settings.device), params)
             library_runs.update_run(library, run_record.id, status="cancelled", error=f"exported to {path}")
             print("\n".join(training.launch_commands(path)))
             print(f"run {run_record.id} is ready in {run_record.folder}; the app can resume it afterwards "
                   f"(s2s train {subject.name} --resume {run_record.id})", file=sys.stderr)
             return EXIT_OK
-        if not args.preflight:
+        if run_record is not None:
             library_runs.update_run(library, run_record.id, status="running")
         label = "preflight" if args.preflight else f"{args.method} {subject.name}"
         try:
             record = session.run_job("train", params, label)
         except KeyboardInterrupt:
+            if run_record is None:
+                raise
             library_runs.update_run(library, run_record.id, status="cancelled", error="interrupted (Ctrl-C)")
             print(f"s2s: stopped; resume with: s2s train {subject.name} --resume {run_record.id}", file=sys.stderr)
             raise
@@ -127,7 +130,6 @@ def report(library, run_record, record, args) -> int:
         if record.state != "finished":
             print(f"s2s: preflight {record.state}: {error_text(record.error)}", file=sys.stderr)
             return EXIT_FAILED
-        library_runs.update_run(library, run_record.id, status="cancelled", error="preflight only")
         result = record.result
         if args.json:
             print(json.dumps(result, indent=2))

@@ -94,13 +94,13 @@ def update_run(library: Library, run_id: int, **fields) -> Run:
     return get_run(library, run_id)
 
 
-def prepare_training_images(library: Library, run: Run, resolution: int) -> list[str]:
-    """The subject's photos as their crops at ``resolution``², PNG, in the run's folder (the engine
-    trains on exactly these; re-running after a crop change refreshes them)."""
-    data = run.folder / "data"
+def prepare_training_images(library: Library, subject_id: int, folder: Path, resolution: int) -> list[str]:
+    """The subject's photos as their crops at ``resolution``², PNG, in ``folder/data`` (a run's
+    folder, or the preflight's): the engine trains on exactly these; a crop change refreshes them."""
+    data = Path(folder) / "data"
     data.mkdir(parents=True, exist_ok=True)
     paths = []
-    for record in library.images(run.subject_id):
+    for record in library.images(subject_id):
         target = data / f"{record.id:05d}.png"
         image = imaging.cropped(imaging.load_normalized(record.path), record.crop, resolution)
         imaging.save_png_atomic(image, target)
@@ -110,6 +110,21 @@ def prepare_training_images(library: Library, run: Run, resolution: int) -> list
     return paths
 
 
+def preflight_folder(library: Library, subject_id: int) -> Path:
+    """Where a preflight works: a cache folder, so a timing test adds no run to the subject's history."""
+    return library.home / "cache" / "preflight" / f"subject-{subject_id}"
+
+
 def class_cache_dir(library: Library) -> Path:
     """Prior-preservation class images, shared by every subject (keyed by model, prompt, size)."""
     return library.home / "cache" / "class-images"
+
+
+def train_params(library: Library, subject: Subject, method: str, config: dict, folder: Path, images: list[str],
+                 resume: bool = False, preflight: bool = False) -> dict:
+    """The engine's ``train`` job parameters (the GUI and the CLI submit the same thing)."""
+    return {
+        "method": method, "token": subject.token, "class_noun": subject.class_noun, "images": images,
+        "run_dir": str(folder), "class_cache_dir": str(class_cache_dir(library)), "config": config,
+        "resume": resume, "preflight": preflight,
+    }

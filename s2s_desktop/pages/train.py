@@ -109,7 +109,6 @@ class TrainPage(QWidget):
         start_row.addWidget(self.train_button, 2)
         stop_row.addWidget(self.pause_button)
         stop_row.addWidget(self.cancel_button)
-        stop_row.addWidget(self.launch_button)
         self.preflight_result = QLabel()
         self.preflight_result.setWordWrap(True)
         self.preflight_result.setStyleSheet(RESULT_STYLE)
@@ -129,6 +128,7 @@ class TrainPage(QWidget):
         setup_layout.addWidget(self.problem)
         setup_layout.addLayout(start_row)
         setup_layout.addLayout(stop_row)
+        setup_layout.addWidget(self.launch_button, 0, Qt.AlignLeft)
         setup_layout.addWidget(self.preflight_result)
         setup_layout.addWidget(self.status)
         setup_layout.addStretch(1)
@@ -321,6 +321,7 @@ class TrainPage(QWidget):
         if self.problem.styleSheet() != style:
             self.problem.setStyleSheet(style)
         set_enabled(self.train_button, not blocker)
+        set_enabled(self.launch_button, not blocker)
         set_enabled(self.preflight_button, not blocker and self.preflight_button.text() == "Preflight")
         set_tooltip(self.train_button, blocker or "Start a run (queued if another one is training)")
         run = self.selected_run()

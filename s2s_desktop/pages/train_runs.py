@@ -8,7 +8,6 @@ library's sqlite rows are written; only preparing the training images runs on a 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import shutil
@@ -113,16 +112,6 @@ def run_status_text(run: Run, live: LiveRun | None) -> str:
     return run.status
 
 
-def scratch_run(subject: Subject, folder: Path) -> Run:
-    """A Run that exists only to give ``prepare_training_images`` a folder (the preflight's: it
-    should not add a row to the subject's history)."""
-    names = {f.name for f in dataclasses.fields(Run)}
-    values = {name: None for name in names}
-    values.update(id=0, subject_id=subject.id, method="", config={}, status="", folder=folder, model="",
-                  token=subject.token, step=0, total_steps=0, result={}, error="", created_at="")
-    return Run(**values)
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -162,8 +151,10 @@ class TrainJobs(QObject):
             library_runs.update_run(self.library, run.id, status="queued", error="")
         self.changed.emit(run.id)
         try:
-            images = await self.in_worker(library_runs.prepare_training_images, self.library, run, resolution)
-            params = self._params(run, subject, images, resume=resume)
+            images = await self.in_worker(library_runs.prepare_training_images, self.library, run.subject_id, run.folder,
+                                          resolution)
+            params = library_runs.train_params(self.library, subject, run.method, run.config, run.folder, images,
+                                               resume=resume)
             job = await self.engine.submit("train", params, label=f"{METHOD_SHORT[run.method]} {subject.name}")
         except Exception as exc:
             self._end(live, "failed", error=str(exc))
@@ -179,28 +170,24 @@ class TrainJobs(QObject):
             self.engine.cancel(job)
         return live
 
-    def _params(self, run: Run, subject: Subject, images: list[str], resume: bool, preflight: bool = False) -> dict:
-        return {
-            "method": run.method, "token": subject.token, "class_noun": subject.class_noun, "images": images,
-            "run_dir": str(run.folder), "class_cache_dir": str(library_runs.class_cache_dir(self.library)),
-            "config": run.config, "resume": resume, "preflight": preflight,
-        }
-
     async def export_launch(self, run: Run, subject: Subject, resolution: int, model_params: dict) -> Path:
         """Write the run as ``launch/run.json`` for ``accelerate launch -m engine.train.headless``; the
         run stays in the library (resumable here once the headless run has written checkpoints)."""
-        images = await self.in_worker(library_runs.prepare_training_images, self.library, run, resolution)
-        path = training.write_launch(run.folder / "launch", model_params, self._params(run, subject, images, False))
+        images = await self.in_worker(library_runs.prepare_training_images, self.library, run.subject_id,
+                                      run.folder, resolution)
+        params = library_runs.train_params(self.library, subject, run.method, run.config, run.folder, images)
+        path = training.write_launch(run.folder / "launch", model_params, params)
         library_runs.update_run(self.library, run.id, status="cancelled", error=f"exported to {path}")
         self.changed.emit(run.id)
         return path
 
     async def preflight(self, subject: Subject, method: str, config: dict, resolution: int) -> dict:
         """Two timed steps and a sample on this subject's photos; the engine's result, or raises."""
-        folder = self.library.home / "cache" / "preflight" / f"subject-{subject.id}"
-        run = dataclasses.replace(scratch_run(subject, folder), method=method, config=config)
-        images = await self.in_worker(library_runs.prepare_training_images, self.library, run, resolution)
-        job = await self.engine.submit("train", self._params(run, subject, images, False, True), label="preflight")
+        folder = library_runs.preflight_folder(self.library, subject.id)
+        images = await self.in_worker(library_runs.prepare_training_images, self.library, subject.id, folder,
+                                      resolution)
+        params = library_runs.train_params(self.library, subject, method, config, folder, images, preflight=True)
+        job = await self.engine.submit("train", params, label="preflight")
         waiter = self._waiters[job] = asyncio.get_running_loop().create_future()
         for message in self._unclaimed.pop(job, []):
             self.on_event(message)

@@ -35,9 +35,9 @@ def test_train_lora_records_the_run_and_prints_exports(tmp_path, isolated_home):
     result = s2s("train", "Biscuit", "--method", "lora", "--demo", "--config", config, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["step"] == 4 and summary["run"] == 2  # run 1 was the preflight
+    assert summary["step"] == 4 and summary["run"] == 1  # the preflight added no run
     assert "4/4" in result.stderr  # the progress bar
-    run_folder = isolated_home / "subjects" / "0001-biscuit" / "runs" / "0002-lora"
+    run_folder = isolated_home / "subjects" / "0001-biscuit" / "runs" / "0001-lora"
     assert (run_folder / "checkpoints" / "step-000004" / "state.json").is_file()
     assert sorted(p.name for p in (run_folder / "samples").iterdir())[:1] == ["step-000000-p0-s0.png"]
     assert len(list((run_folder / "data").glob("*.png"))) == 4  # the crops it trained on
