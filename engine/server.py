@@ -30,6 +30,7 @@ JOB_HANDLERS: dict[str, str] = {
     "download_model": "engine.models.hub:run_download_job",
     "demo_subjects": "engine.toy.subjects:run_demo_subjects_job",
     "train": "engine.train.loop:run_train_job",
+    "edit": "engine.edit:run_edit_job",
 }
 # Jobs that need a loaded base model before they can be submitted.
 NEEDS_MODEL = {"generate", "edit", "attention", "invert", "train", "class_images"}
@@ -56,6 +57,7 @@ class EngineState:
     device_preference: str = "auto"
     models: Any = None  # engine.models.registry.ModelCache, created on first load
     model_pending: bool = False
+    edit_caches: Any = None  # engine.edit.EditCaches: inversions and source branches for re-renders
 
     def model_cache(self):
         if self.models is None:

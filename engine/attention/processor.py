@@ -8,6 +8,7 @@ probabilities; the arithmetic follows diffusers' ``AttnProcessor``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -52,24 +53,53 @@ class ControlledAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # module path, e.g. "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
+    cross: bool  # attn2 (text → image) vs attn1 (image → image)
+    level: int  # 0 = the UNet's finest resolution
+    res: int  # the name users know it by: the map size at the model's native size (SD1.5: 64/32/16/8)
+    height: int  # attention-map grid for a given latent size
+    width: int
+
+    @property
+    def queries(self) -> int:
+        return self.height * self.width
+
+
+def _level(unet, name: str) -> int:
+    """Resolution level of an attention module, from its block's position in the UNet."""
+    parts = name.split(".")
+    levels = len(unet.config.block_out_channels)
+    if parts[0] == "mid_block":
+        return levels - 1
+    index = int(parts[1])
+    return index if parts[0] == "down_blocks" else levels - 1 - index
+
+
+def attention_layers(unet, latent_height: int, latent_width: int) -> dict[str, LayerInfo]:
+    """Every attention module of the UNet with its map size for latents of the given size."""
+    layers = {}
+    for name, _ in unet.named_modules():
+        if name.endswith(("attn1", "attn2")):
+            level = _level(unet, name)
+            layers[name] = LayerInfo(
+                name,
+                name.endswith("attn2"),
+                level,
+                unet.config.sample_size // 2**level,
+                -(-latent_height // 2**level),
+                -(-latent_width // 2**level),
+            )
+    return layers
+
+
 def cross_attention_layers(unet, resolution: int | None = None) -> list[str]:
     """Names of the cross-attention (attn2) modules, optionally only those at a latent resolution
-    (e.g. 16 for 16×16 maps), found by the block's position in the UNet."""
-    names = [name for name, module in unet.named_modules() if name.endswith("attn2")]
-    if resolution is None:
-        return names
+    (e.g. 16 for 16×16 maps) for the UNet's native sample size."""
     size = unet.config.sample_size
-    levels = len(unet.config.block_out_channels)
-
-    def layer_resolution(name: str) -> int:
-        parts = name.split(".")
-        if parts[0] == "mid_block":
-            return size // 2 ** (levels - 1)
-        index = int(parts[1])
-        level = index if parts[0] == "down_blocks" else levels - 1 - index
-        return size // 2**level
-
-    return [name for name in names if layer_resolution(name) == resolution]
+    layers = attention_layers(unet, size, size).values()
+    return [x.name for x in layers if x.cross and (resolution is None or x.res == resolution)]
 
 
 def install(unet, controller: AttentionController, layers: list[str]) -> None:

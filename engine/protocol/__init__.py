@@ -317,3 +317,9 @@ def validate_job(kind: str, params: dict | None) -> dict:
 
         params["config"] = validate_config(params["config"])
     return params
+
+
+# Prompt-to-Prompt edits of a generated or inverted image (defined beside their heatmap format).
+from engine.protocol.editing import EDIT_PARAMS  # noqa: E402  (needs Field, defined above)
+
+JOB_SCHEMAS["edit"] = EDIT_PARAMS

@@ -1,0 +1,121 @@
+"""What an edit (Prompt-to-Prompt) job is configured with, and the heatmap file it writes
+(stdlib only: the GUI builds and checks these without importing torch).
+
+Defaults follow Prompt-to-Prompt's published settings: cross-attention injected for the first 80 %
+of the steps, self-attention for the first 40 %, local-blend threshold 0.3, 50 DDIM steps,
+guidance 7.5.
+
+Heatmap file (``<name>-heatmaps.npz``, written by the engine, drawn by the GUI):
+    meta                 JSON string: {"version": 1, "steps": N, "timesteps": [...], "size": [w, h],
+                         "resolutions": [16, 8 …], "layers": {"16": [names…]}, "prompts": {…}}
+                         where prompts maps "source" / "target" / "negative" to
+                         {"text": str, "tokens": [str…], "words": [{"word": str, "tokens": [i…]}]}
+    <prompt>_<res>       float16 (steps, layers, tokens, h, w): cross-attention probability of each
+                         token (BOS … EOS, no padding), averaged over heads, per denoising step and
+                         layer at that latent resolution. Values are shares of all 77 tokens, so
+                         "share" normalisation is the raw value and "per-token max" divides by
+                         the map's own maximum.
+
+Result of an edit job (the response's "result"):
+    original             the picture being edited as the model sees it (generated source, or the
+                         input image resized to the model's grid)
+    reconstruction       inverted images only: what the unedited source branch decodes to
+    reconstruction_psnr  dB of reconstruction against original (None for generated sources)
+    edited               the edited picture (target prompt, reweights, schedule applied)
+    heatmaps             the .npz above, or "" when heatmaps were off
+    mode                 "replace" | "refine" | "same" (target = source: reweight/heatmaps only)
+    notes                things the user should know (e.g. a replace fell back to refine)
+    source_words, target_words   [{"word": str, "tokens": [index…]}] as in the heatmap meta
+    reused_source        true when the source branch came from the cache (a slider re-render)
+    inversion_cached     true when the inversion came from the cache
+    seconds, device
+Progress events carry "phase": "inverting" | "editing".
+"""
+
+from __future__ import annotations
+
+from engine.protocol import SCHEDULERS, Field  # noqa: F401  (SCHEDULERS re-exported for the GUI)
+
+INVERSIONS = ("direct", "npi", "nulltext", "ddim")
+INVERSION_TITLES = {
+    "direct": "Direct inversion (exact, fast)",
+    "npi": "Negative-prompt inversion (fast)",
+    "nulltext": "Null-text inversion (slow, classic)",
+    "ddim": "DDIM inversion (drifts at high guidance)",
+}
+EDIT_MODES = ("auto", "replace", "refine")
+REWEIGHT_RANGE = (-2.0, 5.0)
+HEATMAP_VERSION = 1
+
+
+def _schedule(value) -> str | None:
+    """A schedule is a fraction of the steps (0..1, from the start) or a [start, end] pair."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if 0.0 <= value <= 1.0 else "must be a fraction between 0 and 1"
+    if isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        start, end = value
+        return None if 0.0 <= start <= end <= 1.0 else "must be [start, end] with 0 ≤ start ≤ end ≤ 1"
+    return "must be a fraction of the steps or a [start, end] pair"
+
+
+def _word_schedules(value: dict) -> str | None:
+    for word, schedule in value.items():
+        problem = _schedule(schedule)
+        if problem:
+            return f"[{word[:30]!r}] {problem}"
+    return None
+
+
+def _reweights(value: dict) -> str | None:
+    low, high = REWEIGHT_RANGE
+    for word, factor in value.items():
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not low <= factor <= high:
+            return f"[{word[:30]!r}] must be a number from {low:g} to {high:g}"
+    return None
+
+
+def _adapter(value: dict) -> str | None:
+    if not isinstance(value.get("folder"), str) or not value["folder"]:
+        return "needs 'folder': a run's export folder"
+    scale = value.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not -2.0 <= scale <= 4.0:
+        return "'scale' must be a number from -2 to 4"
+    unknown = set(value) - {"folder", "scale"}
+    return f"has unknown field(s) {sorted(unknown)}" if unknown else None
+
+
+EDIT_PARAMS: dict[str, Field] = {
+    "source_prompt": Field(str, required=True, max_len=2000),
+    # Empty: the same as the source (heatmaps and reweighting of the picture as it is).
+    "target_prompt": Field(str, default="", max_len=2000),
+    "negative_prompt": Field(str, default="", max_len=2000),
+    # An image file to edit (it is inverted); empty: the source is generated from seed + prompt.
+    "image": Field(str, default="", max_len=4096),
+    "seed": Field(int, default=0, minimum=0, maximum=2**32 - 1),
+    "invert": Field(str, default="direct", choices=INVERSIONS),
+    "steps": Field(int, default=50, minimum=2, maximum=500),
+    "guidance": Field((int, float), default=7.5, minimum=0.0, maximum=50.0),
+    "mode": Field(str, default="auto", choices=EDIT_MODES),
+    "cross_steps": Field((int, float, list), default=0.8, check=_schedule),
+    "word_cross_steps": Field(dict, default=None, check=_word_schedules),  # {word: schedule}
+    "self_steps": Field((int, float, list), default=0.4, check=_schedule),
+    "reweight": Field(dict, default=None, check=_reweights),  # {word: factor}, -2 … 5
+    "blend_words": Field(list, default=None, max_len=20, item=str),  # words whose area may change
+    "blend_threshold": Field((int, float), default=0.3, minimum=0.0, maximum=1.0),
+    "heatmaps": Field(bool, default=True),
+    "adapter": Field(dict, default=None, check=_adapter),  # {"folder": run export, "scale": 1.0}
+    "out_dir": Field(str, required=True, max_len=4096),
+    "name": Field(str, default="", max_len=100),  # file stem; default: a time stamp
+}
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """The words a user sees in the token strip (and names in reweight/blend): split on spaces."""
+    return prompt.split()
+
+
+def normalise_word(word: str) -> str:
+    """How a word from the strip or the command line is matched: case and edge punctuation ignored."""
+    return word.strip(".,;:!?\"'()[]").lower()
