@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from engine import protocol
-from s2s_desktop import __version__, cli_subjects, cli_train
+from s2s_desktop import __version__, cli_edit, cli_subjects, cli_train
 from s2s_desktop.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_subjects.add_parser(sub)
     cli_train.add_parser(sub)
+    cli_edit.add_parser(sub)
 
     gen = sub.add_parser("generate", help="text-to-image with a base model")
     gen.add_argument("--demo", action="store_true", help="use the shipped toy-world model (offline demo)")
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_subjects.run(args)
         if args.command == "train":
             return cli_train.run(args)
+        if args.command == "edit":
+            return cli_edit.run(args)
     except UsageError as exc:
         print(f"s2s: {exc}", file=sys.stderr)
         return EXIT_USAGE
