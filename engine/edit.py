@@ -217,18 +217,18 @@ def run_edit_job(params: dict, ctx, state) -> dict:
             neg = None
     spec = build_spec(params, mode, src, tgt, steps, notes)
     layers = attention.attention_layers(pipe.unet, *source.start.shape[-2:])
-    capture = capture_resolutions(layers, params["heatmaps"])
+    editing = mode != "same" or bool(params["reweight"])  # asked-for reweights run even at 1.0
+    capture = capture_resolutions(layers, params["heatmaps"], editing)
     if spec.blend_source or spec.blend_target:
         spec.blend_res = blend_resolution(layers)
     source_key = (model_key, source.key, source_text, negative_text, steps, guidance, params["invert"],
                   tuple(sorted(capture)))
-    editing = mode != "same" or bool(params["reweight"])  # asked-for reweights run even at 1.0
     replay = caches.record(source_key) if editing else None
     if replay is not None and not replay.covers(spec):
         replay = None
     rows = "target" if replay is not None else ("pair" if editing else "source")
     record = None
-    if replay is None:
+    if rows == "pair":  # a heatmap-only look records nothing: the first edit after it does
         self_until = window(params["self_steps"], steps)[1]
         needed = record_bytes(pipe.unet, layers, steps, self_until, embeds.element_size())
         if needed <= RECORD_BUDGET_BYTES:

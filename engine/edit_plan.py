@@ -57,10 +57,11 @@ def blend_resolution(layers: dict[str, LayerInfo]) -> int:
     return small[-1] if small else available[0]
 
 
-def capture_resolutions(layers: dict[str, LayerInfo], heatmaps: bool) -> set[int]:
+def capture_resolutions(layers: dict[str, LayerInfo], heatmaps: bool, editing: bool) -> set[int]:
     """Maps kept per step: the two finest cross-attention resolutions up to 32×32 for the heatmap
-    file (SD1.5: 32 and 16; the toy model: 16 and 8), and always the blend resolution."""
-    keep = {blend_resolution(layers)}
+    file (SD1.5: 32 and 16; the toy model: 16 and 8), and the blend resolution when editing (an edit
+    records it for the local blends of later re-renders)."""
+    keep = {blend_resolution(layers)} if editing else set()
     if heatmaps:
         available = sorted({x.res for x in layers.values() if x.cross and x.res <= 32}, reverse=True)
         keep.update(available[:2])

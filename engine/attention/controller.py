@@ -107,6 +107,19 @@ class EditController:
                 names.append(info.name)
         return names
 
+    def active(self, layer: str) -> bool:
+        """Whether ``layer`` needs explicit attention at the current step (else the fused kernel)."""
+        info = self.layers[layer]
+        if info.cross:
+            return True  # controlled cross layers capture, record or edit at every step
+        step = self.step
+        if self.record is not None and step < self.record.self_until:
+            return True
+        if self.spec is None or self.rows == "source":
+            return False
+        start, end = self.spec.self_window
+        return start <= step < end and (self.rows == "pair" or (self.step, layer) in self.replay.probs)
+
     # ------------------------------------------------------------------ the processor's callback
     def on_probs(self, layer: str, probs: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
         info = self.layers[layer]
@@ -157,12 +170,13 @@ class EditController:
             if n_negative and half:
                 self._keep(self.negative_maps, (step, layer), view[0].mean(dim=0)[:, :n_negative])
         if self.rows in ("pair", "target"):
-            self.target_maps[(step, layer)] = cond[-1, :, :n_target].to(torch.float16)
+            self.target_maps[(step, layer)] = cond[-1, :, :n_target]
 
     def _keep(self, store: dict, key: tuple, value: torch.Tensor) -> None:
-        store[key] = value.to(torch.float16)
+        # kept as computed (float16 on GPUs); the heatmap file converts once, at the end
+        store[key] = value
         if self.record is not None:
-            self.record.nbytes += value.numel() * 2
+            self.record.nbytes += value.numel() * value.element_size()
 
     # ------------------------------------------------------------------ local blend (after a step)
     def blend(self, latents: torch.Tensor, source_latent: torch.Tensor, steps: int) -> torch.Tensor:

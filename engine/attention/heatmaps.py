@@ -15,16 +15,22 @@ from engine.protocol.editing import HEATMAP_VERSION
 
 def stack_maps(maps: dict, layers: list[LayerInfo], steps: int, tokens: int) -> np.ndarray | None:
     """(step, layer) → (queries, tokens) tensors as one (steps, layers, tokens, h, w) array."""
+    import torch
+
     if not layers or (0, layers[0].name) not in maps:
         return None
     h, w = layers[0].height, layers[0].width
-    out = np.zeros((steps, len(layers), tokens, h, w), dtype=np.float16)
+    missing = None
+    rows = []
     for step in range(steps):
-        for k, layer in enumerate(layers):
+        for layer in layers:
             value = maps.get((step, layer.name))
-            if value is not None:
-                out[step, k] = value.float().cpu().numpy().T.reshape(-1, h, w)[:tokens]
-    return out
+            if value is None:  # a step the source was not captured at: zeros, not a shifted stack
+                missing = missing if missing is not None else torch.zeros_like(maps[(0, layers[0].name)])
+                value = missing
+            rows.append(value[:, :tokens])
+    stacked = torch.stack(rows).to(torch.float16).cpu().numpy()  # (steps*layers, queries, tokens)
+    return stacked.reshape(steps, len(layers), h, w, -1).transpose(0, 1, 4, 2, 3)
 
 
 def write_heatmaps(
@@ -60,7 +66,8 @@ def write_heatmaps(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     try:
-        np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        np.savez(tmp,  # uncompressed: float16 maps barely compress, and saving must not slow a render
+                  meta=np.array(json.dumps(meta)), **arrays)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

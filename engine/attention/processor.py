@@ -19,11 +19,19 @@ class AttentionController(Protocol):
 
 class ControlledAttnProcessor:
     def __init__(self, controller: AttentionController, layer: str):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
         self.controller = controller
         self.layer = layer
+        self.fast = AttnProcessor2_0()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         import torch
+
+        # A controller may need a layer only at some steps (self-attention is injected early only).
+        active = getattr(self.controller, "active", None)
+        if active is not None and not active(self.layer):
+            return self.fast(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
         residual = hidden_states
         if attn.spatial_norm is not None:

@@ -1,0 +1,69 @@
+"""Putting a trained subject into a picture: a run's exports go onto the loaded model (LoRA scale,
+new words) without reloading it, and a word swap to the subject's token keeps the layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval.edit_meaning import DEFAULT_MODEL, EditSession, find, rgb
+from tests.train.conftest import dotty_photos, make_trainer, tiny_config, toy_loaded  # noqa: F401
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="toy model not present")
+SOURCE = "a orange star on a white background"
+TARGET = "a <dotty-star> star on a white background"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    return EditSession(out_dir=tmp_path_factory.mktemp("subject-edits"))
+
+
+@pytest.fixture
+def exports(make_trainer, tmp_path):  # noqa: F811
+    def train(method: str, **overrides):
+        trainer = make_trainer(method, run_dir=tmp_path / method, steps=30, prior=False, **overrides)
+        trainer.run()
+        return str(tmp_path / method / "exports")
+
+    return train
+
+
+def pixels(result: dict, key: str = "edited") -> np.ndarray:
+    return np.asarray(Image.open(result[key])).astype(int)
+
+
+def test_lora_scale_zero_is_the_base_model_and_removal_restores_it(session, exports):
+    folder = exports("lora", learning_rate=5e-3)
+    plain = session.edit(source_prompt=SOURCE, seed=1)
+    off = session.edit(source_prompt=SOURCE, seed=1, adapter={"folder": folder, "scale": 0.0})
+    on = session.edit(source_prompt=SOURCE, seed=1, adapter={"folder": folder, "scale": 1.0})
+    back = session.edit(source_prompt=SOURCE, seed=1)
+    assert np.abs(pixels(off) - pixels(plain)).max() <= 1
+    assert np.abs(pixels(on) - pixels(plain)).mean() > 1.0  # the LoRA changes the picture
+    assert np.array_equal(pixels(back), pixels(plain))
+
+
+def test_subject_swap_runs_on_the_trained_word(session, exports):
+    """The mechanics of "put my subject in": the run's new word is a word of the strip, the swap is a
+    word-for-word replace, and the object changes. (Whether it becomes the subject is the toy
+    personalisation's quality, issue 5: measured, the toy token alone draws the subject in 0 of 6
+    seeds, so the same-place IoU bar (0.7) is not met: 0.16-0.54 over 8 seeds.)"""
+    folder = exports("pivotal", learning_rate=1e-3, embedding_learning_rate=5e-2)
+    result = session.edit(source_prompt=SOURCE, target_prompt=TARGET, seed=2, blend_words=["star"],
+                          adapter={"folder": folder, "scale": 1.0})
+    assert result["mode"] == "replace" and not result["notes"]
+    assert [w["word"] for w in result["target_words"]][1] == "<dotty-star>"
+    before = find(rgb(result["original"]), "orange")
+    assert before is not None
+    changed = np.abs(pixels(result) - pixels(result, "original"))[before.mask].mean()
+    assert changed > 10
+
+
+def test_a_folder_that_is_not_a_run_is_refused(session, tmp_path):
+    from engine.jobs import JobFailed
+
+    with pytest.raises(JobFailed) as refused:
+        session.edit(source_prompt=SOURCE, adapter={"folder": str(tmp_path), "scale": 1.0})
+    assert refused.value.code == "bad_adapter" and "finished" in refused.value.hint
