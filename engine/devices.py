@@ -177,3 +177,23 @@ def empty_cache(device: str) -> None:
         torch.cuda.empty_cache()
     elif kind == "mps":
         torch.mps.empty_cache()
+
+
+def cache_budget_bytes(device: str, share: float = 0.4, floor: int = 256 << 20) -> int:
+    """How much a cache that lives beside the model (an edit's recorded source branch) may take:
+    a share of what is free now on the accelerator, or of the machine's memory (CPU, and MPS whose
+    memory is the machine's)."""
+    import torch
+
+    free = None
+    if device.split(":")[0] == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info()
+        except RuntimeError:
+            free = None
+    if free is None:
+        try:
+            free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            free = _system_memory_bytes() or 0
+    return max(floor, int(free * share))

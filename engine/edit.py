@@ -23,16 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import adapters, invert
+from engine import adapters, devices, invert
 from engine.attention import processor as attention
 from engine.attention.align import choose_mode, tokenize
-from engine.attention.controller import EditController, SourceRecord, window
+from engine.attention.controller import EditController, SourceRecord
 from engine.attention.heatmaps import write_heatmaps
 from engine.edit_plan import blend_resolution, build_spec, capture_resolutions, record_bytes
 from engine.generate import check_prompt_length, make_scheduler, save_png_atomic
 from engine.jobs import JobFailed
 
-RECORD_BUDGET_BYTES = 2 << 30  # the source branch kept for re-renders (attention is the bulk)
 RECORDS_KEPT = 2
 
 
@@ -229,10 +228,10 @@ def run_edit_job(params: dict, ctx, state) -> dict:
     rows = "target" if replay is not None else ("pair" if editing else "source")
     record = None
     if rows == "pair":  # a heatmap-only look records nothing: the first edit after it does
-        self_until = window(params["self_steps"], steps)[1]
-        needed = record_bytes(pipe.unet, layers, steps, self_until, embeds.element_size())
-        if needed <= RECORD_BUDGET_BYTES:
-            record = SourceRecord(self_until=self_until)
+        cross_until, self_until = spec.injected_until()
+        needed = record_bytes(pipe.unet, layers, cross_until, self_until, embeds.element_size())
+        if needed <= devices.cache_budget_bytes(loaded.device):
+            record = SourceRecord(cross_until=cross_until, self_until=self_until)
         else:
             notes.append(f"the source branch's attention ({needed / 2**30:.1f} GiB) is over the cache budget; "
                          "re-renders recompute it")

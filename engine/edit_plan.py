@@ -68,14 +68,15 @@ def capture_resolutions(layers: dict[str, LayerInfo], heatmaps: bool, editing: b
     return keep
 
 
-def record_bytes(unet, layers: dict[str, LayerInfo], steps: int, self_until: int, element_size: int) -> int:
-    """What recording the source branch costs: cross-attention probs every step, self-attention
-    probs (≤ 32×32 maps) for the injected steps."""
+def record_bytes(unet, layers: dict[str, LayerInfo], cross_until: int, self_until: int, element_size: int) -> int:
+    """What recording the source branch costs: cross-attention probs and self-attention probs
+    (≤ 32×32 maps) for the steps they are injected at."""
     total = 0
     for info in layers.values():
         heads = unet.get_submodule(info.name).heads
         if info.cross:
-            total += heads * info.queries * TOKENS * steps
+            total += heads * info.queries * TOKENS * cross_until
         elif info.queries <= MAX_SELF_QUERIES:
             total += heads * info.queries * info.queries * self_until
     return total * element_size
+

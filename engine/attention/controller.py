@@ -52,6 +52,12 @@ class EditSpec:
     def needs_self(self) -> bool:
         return self.self_window[1] > self.self_window[0]
 
+    def injected_until(self) -> tuple[int, int]:
+        """The steps (exclusive ends) up to which source cross- and self-attention are injected."""
+        injected = self.cross_alpha.any(dim=1).nonzero()
+        cross_end = int(injected.max()) + 1 if len(injected) else 0
+        return cross_end, (self.self_window[1] if self.needs_self else 0)
+
 
 @dataclass
 class SourceRecord:
@@ -62,12 +68,17 @@ class SourceRecord:
     maps: dict = field(default_factory=dict)  # (step, layer) → (queries, tokens) source, cond
     negative_maps: dict = field(default_factory=dict)  # (step, layer) → (queries, tokens) uncond
     latents: list = field(default_factory=list)  # source latent after each step
+    cross_until: int = 0  # cross-attention probs are kept for steps < cross_until
     self_until: int = 0  # self-attention probs are kept for steps < self_until
     nbytes: int = 0
     source_image: object = None  # the decoded source picture
 
     def covers(self, spec: EditSpec | None) -> bool:
-        return spec is None or not spec.needs_self or self.self_until >= spec.self_window[1]
+        """Whether a re-render with ``spec`` finds every source step it injects."""
+        if spec is None:
+            return True
+        cross_end, self_end = spec.injected_until()
+        return self.cross_until >= cross_end and self.self_until >= self_end
 
 
 class EditController:
@@ -133,10 +144,11 @@ class EditController:
         else:
             source = cond[0]
             target_row = 1 if self.rows == "pair" else None
-            if self.record is not None and (info.cross or step < self.record.self_until):
+            record = self.record
+            if record is not None and step < (record.cross_until if info.cross else record.self_until):
                 kept = source.clone()
-                self.record.probs[(step, layer)] = kept
-                self.record.nbytes += kept.numel() * kept.element_size()
+                record.probs[(step, layer)] = kept
+                record.nbytes += kept.numel() * kept.element_size()
         if info.cross and info.res in self.capture_res:
             self._capture(step, layer, view, half)
         if target_row is not None and self.spec is not None and source is not None:

@@ -161,3 +161,10 @@ def test_cancel_stops_between_steps(session):
     unet = session.loaded.pipeline.unet
     assert all(type(p).__name__ == "AttnProcessor2_0" for p in unet.attn_processors.values())  # uninstalled
     json.dumps(session.edit(**SWAP, seed=9))  # and the next edit runs
+
+
+def test_a_longer_cross_window_than_recorded_recomputes_the_source(session):
+    session.edit(**SWAP, seed=11, cross_steps=0.5)
+    assert session.edit(**SWAP, seed=11, cross_steps=0.4)["reused_source"]
+    assert not session.edit(**SWAP, seed=11, cross_steps=0.9)["reused_source"]
+    assert session.edit(**SWAP, seed=11, cross_steps=0.9, reweight={"green": 2})["reused_source"]
