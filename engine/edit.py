@@ -258,7 +258,7 @@ def run_edit_job(params: dict, ctx, state) -> dict:
 def _write_outputs(params, ctx, loaded, source, source_image, edited_image, controller, layers, capture, scheduler,
                    src, tgt, neg, mode, notes, reused, started) -> dict:
     out_dir = Path(params["out_dir"])
-    stem = params["name"] or time.strftime("edit-%Y%m%d-%H%M%S")
+    stem = params["name"] or _free_stem(out_dir, time.strftime("edit-%Y%m%d-%H%M%S"))
     described = f"{params['source_prompt']} → {params['target_prompt'] or params['source_prompt']}"
     meta = f"{described}\nSteps: {params['steps']}, CFG scale: {params['guidance']:g}, Seed: {params['seed']}, " \
            f"Model: {loaded.ref.name}, Edit: {mode}, Inversion: {params['invert'] if params['image'] else 'none'}"
@@ -294,3 +294,10 @@ def _write_outputs(params, ctx, loaded, source, source_image, edited_image, cont
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
 
+
+def _free_stem(folder: Path, stem: str) -> str:
+    """A default file stem no earlier edit used (live re-renders come several a second)."""
+    candidate, n = stem, 1
+    while (folder / f"{candidate}-edited.png").exists():
+        candidate, n = f"{stem}-{n}", n + 1
+    return candidate

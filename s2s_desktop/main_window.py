@@ -17,6 +17,7 @@ from qasync import asyncSlot
 
 from s2s_desktop import __version__
 from s2s_desktop import settings as app_settings
+from s2s_desktop.pages.edit import EditPage
 from s2s_desktop.pages.generate import GeneratePage
 from s2s_desktop.pages.library import LibraryPage
 from s2s_desktop.pages.train import TrainPage
@@ -75,6 +76,8 @@ class MainWindow(QMainWindow):
             built.update(library=self.library_page, train=self.train_page)
         else:  # the rest of the app still works; the message says what to do
             built.update(library=UnavailablePage("Subject library", problem), train=UnavailablePage("Training", problem))
+        self.edit_page = EditPage(engine, settings, library)  # without a library: no history, no subjects
+        built["edit"] = self.edit_page
         self.pages = {}
         for key in PAGES:
             page = built.get(key) or UpcomingPage(key)
@@ -177,7 +180,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Could not load {entry.name}: {exc}", 20000)
 
     def closeEvent(self, event) -> None:
-        for page in (self.library_page, self.train_page):
+        for page in (self.library_page, self.train_page, self.edit_page):
             if page is not None:
                 page.shutdown()
         self.engine.close()

@@ -1,12 +1,14 @@
 """Render the README screenshots from the real app: real engine, real model, real generation.
 
     python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots]
-                                       [--pages generate,library,train]
+                                       [--pages generate,library,train,edit]
 
 Without --model, the shipped toy-world model (the first-run default) is used. The library shot adds
 the demo subjects through the page's own button (the engine renders their photos), then drops two
 unusable files on Dotty so the import results show refusals with their reasons. The train shot runs
-a preflight and a short real LoRA run on Dotty, and is taken while that run is still training.
+a preflight and a short real LoRA run on Dotty, and is taken while that run is still training. The
+edit shot (tools/render_edit.py) edits a red star into a green one, reweights "green" live and shows
+the heatmap of "star" over the result.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default="a red star on a blue background")
     parser.add_argument("--size", type=int, default=0, help="image size (default: the model's native size)")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
-    parser.add_argument("--pages", default="generate,library,train", help="comma-separated: generate, library, train")
+    parser.add_argument("--pages", default="generate,library,train,edit",
+                        help="comma-separated: generate, library, train, edit")
     args = parser.parse_args(argv)
     pages = set(args.pages.split(","))
     home = tempfile.mkdtemp(prefix="s2s-shots-")
@@ -90,6 +93,10 @@ def main(argv=None) -> int:
         render_library(window, app, run_until, args.out)
     if "train" in pages:
         render_train(window, app, run_until, args.out)
+    if "edit" in pages:
+        from tools.render_edit import render_edit
+
+        render_edit(window, app, run_until, args.out)
     window.close()
     print(f"written to {args.out}")
     return 0

@@ -6,11 +6,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 PLANNED = {
-    "edit": (
-        "Edit",
-        "Edit any image without masks by steering cross-attention (Prompt-to-Prompt): see what every "
-        "word attends to, reweight words with sliders, swap words, and put your subject into a picture.",
-    ),
     "evaluate": (
         "Evaluate",
         "Generate galleries of several runs side by side on a shared prompt list and seeds, and score "

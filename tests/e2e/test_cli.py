@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 S2S = [sys.executable, "-m", "s2s_desktop.cli"]
@@ -77,9 +78,10 @@ def test_pickle_checkpoint_refused_unless_opted_in(tmp_path):
     assert "arbitrary code" not in opted.stderr and opted.returncode != 0
 
 
-def test_screenshot_renders_a_png(tmp_path):
+@pytest.mark.parametrize("page", ["generate", "edit"])
+def test_screenshot_renders_a_png(tmp_path, page):
     out = tmp_path / "shot.png"
-    result = s2s("--screenshot", out, "--page", "generate")
+    result = s2s("--screenshot", out, "--page", page)
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         assert image.size[0] >= 1000 and image.size[1] >= 600
