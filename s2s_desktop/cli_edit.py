@@ -44,6 +44,8 @@ def add_parser(sub) -> None:
     edit.add_argument("--cross-steps", default="0.8", help="share of steps the source's cross-attention is "
                       "injected: F or START,END (default 0.8)")
     edit.add_argument("--self-steps", default="0.4", help="the same for self-attention (default 0.4)")
+    edit.add_argument("--word-steps", action="append", default=[], metavar="WORD=F|S,E",
+                      help="a target word's own cross-attention schedule, e.g. green=0.2 (repeat)")
     edit.add_argument("--mode", choices=EDIT_MODES, default="auto",
                       help="replace (word swap), refine (added words) or auto")
     edit.add_argument("--negative-prompt", default="")
@@ -71,6 +73,16 @@ def parse_schedule(text: str, option: str):
     if len(parts) == 2:
         return parts
     raise UsageError(f"{option} takes one fraction or START,END")
+
+
+def parse_word_steps(items: list[str]) -> dict:
+    schedules = {}
+    for item in items:
+        word, sep, value = item.rpartition("=")
+        if not sep or not word:
+            raise UsageError(f"--word-steps takes WORD=F or WORD=START,END, e.g. green=0.2; got {item!r}")
+        schedules[word] = parse_schedule(value, "--word-steps")
+    return schedules
 
 
 def parse_reweights(items: list[str]) -> dict[str, float]:
@@ -101,6 +113,7 @@ def build_params(args, adapter: dict | None) -> dict:
         "mode": args.mode,
         "cross_steps": parse_schedule(args.cross_steps, "--cross-steps"),
         "self_steps": parse_schedule(args.self_steps, "--self-steps"),
+        "word_cross_steps": parse_word_steps(args.word_steps) or None,
         "reweight": parse_reweights(args.reweight) or None,
         "blend_words": args.blend or None,
         "blend_threshold": args.blend_threshold,
