@@ -92,15 +92,19 @@ def load_input_image(path: str, grid: int, native: int):
 
 def prepare_source(pipe, params, scheduler, cond_source, uncond, caches, model_key, ctx) -> Source:
     steps = params["steps"]
-    if not params["image"]:
-        native = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
-        generator = [torch.Generator("cpu").manual_seed(params["seed"])]
-        start = pipe.prepare_latents(1, pipe.unet.config.in_channels, native, native, cond_source.dtype,
-                                     pipe.device, generator)
-        return Source(("seed", params["seed"], native), start, None)
     grid = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
     native = int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
-    image, _ = load_input_image(params["image"], grid, native)
+    if not params["image"]:
+        width, height = params["width"] or native, params["height"] or native
+        if width % grid or height % grid:
+            raise JobFailed(f"{width}×{height} does not fit this model's grid", f"use multiples of {grid} px",
+                            code="invalid_params")
+        generator = [torch.Generator("cpu").manual_seed(params["seed"])]
+        start = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, cond_source.dtype,
+                                     pipe.device, generator)
+        return Source(("seed", params["seed"], width, height), start, None)
+    longest = max(params["width"] or 0, params["height"] or 0) or native  # photos keep their aspect
+    image, _ = load_input_image(params["image"], grid, longest)
     method = params["invert"]
     key = invert.InversionCache.key(
         image.tobytes(), image.size, model_key, params["source_prompt"], steps,

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     edit.add_argument("--image", type=Path, help="a picture to edit (inverted first); default: generate from --seed")
     edit.add_argument("--invert", choices=INVERSIONS, default="direct", help="inversion method for --image")
     edit.add_argument("--seed", type=int, default=0, help="seed of the generated source picture")
+    edit.add_argument("--width", type=int, help="size of the generated source (default: the model's own); "
+                      "with --image, the longer side")
+    edit.add_argument("--height", type=int)
     edit.add_argument("--reweight", action="append", default=[], metavar="WORD=F",
                       help="scale a word's attention, -2 … 5 (repeat for several)")
     edit.add_argument("--blend", action="append", default=[], metavar="WORD",
@@ -107,6 +110,8 @@ def build_params(args, adapter: dict | None) -> dict:
         "negative_prompt": args.negative_prompt,
         "image": str(args.image.expanduser().resolve()) if args.image else "",
         "seed": args.seed,
+        "width": args.width,
+        "height": args.height,
         "invert": args.invert,
         "steps": args.steps,
         "guidance": args.guidance,

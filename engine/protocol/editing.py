@@ -94,6 +94,10 @@ EDIT_PARAMS: dict[str, Field] = {
     # An image file to edit (it is inverted); empty: the source is generated from seed + prompt.
     "image": Field(str, default="", max_len=4096),
     "seed": Field(int, default=0, minimum=0, maximum=2**32 - 1),
+    # Size of a generated source (default: the model's native size); a photo's longer side is
+    # scaled to the larger of the two and keeps its aspect.
+    "width": Field(int, default=None, minimum=64, maximum=2048),
+    "height": Field(int, default=None, minimum=64, maximum=2048),
     "invert": Field(str, default="direct", choices=INVERSIONS),
     "steps": Field(int, default=50, minimum=2, maximum=500),
     "guidance": Field((int, float), default=7.5, minimum=0.0, maximum=50.0),

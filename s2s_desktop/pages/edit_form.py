@@ -52,15 +52,22 @@ def _spin(low: int, high: int, value: int) -> QSpinBox:
 
 def generated_source(parameters: dict, native_resolution: int | None) -> tuple[bool, str]:
     """Whether a PNG's A1111 parameters let the edit regenerate it exactly (prompt + seed with
-    DDIM at the model's size), and if not, why."""
+    DDIM, at its own size), and if not, why."""
     if not parameters.get("prompt") or not parameters.get("Seed", "").isdigit():
         return False, "it carries no prompt and seed"
     if parameters.get("Sampler", "DDIM") != "DDIM":
         return False, f"it was sampled with {parameters['Sampler']}; edits regenerate with DDIM"
-    size = parameters.get("Size", "")
-    if native_resolution and size and size != f"{native_resolution}x{native_resolution}":
-        return False, f"it is {size} px; the model edits at {native_resolution}×{native_resolution}"
+    if parameters.get("Size") and generated_size(parameters) is None:
+        return False, f"its size {parameters['Size']!r} is not one the model can regenerate"
     return True, ""
+
+
+def generated_size(parameters: dict) -> tuple[int, int] | None:
+    """(width, height) from an A1111 "Size: WxH" when the model's grid (multiples of 8) fits it."""
+    width, _, height = parameters.get("Size", "").partition("x")
+    if not (width.isdigit() and height.isdigit()) or int(width) % 8 or int(height) % 8:
+        return None
+    return int(width), int(height)
 
 
 class EditForm(QWidget):
@@ -74,6 +81,7 @@ class EditForm(QWidget):
         self.source_image = ""  # the picture being edited ("" = generated from prompt + seed)
         self._why_not_regenerated = ""
         self.native_resolution: int | None = None
+        self.regenerate_size: tuple[int, int] | None = None  # a generated PNG's own size
         self.subject_runs: list[dict] = []
 
         # ---- source
@@ -213,6 +221,7 @@ class EditForm(QWidget):
                 self.negative_prompt.setText(parsed.get("negative_prompt", "").strip())
                 if parsed.get("Seed", "").isdigit():
                     self.seed.setValue(int(parsed["Seed"]) % 2**31)
+            self.regenerate_size = generated_size(parsed) if exact else None
             if exact:
                 self.invert.addItem("Not needed: regenerate from prompt + seed", REGENERATE)
                 if parsed.get("Steps", "").isdigit():
@@ -359,6 +368,8 @@ class EditForm(QWidget):
         }
         if method != REGENERATE:
             params["invert"] = method
+        elif self.source_image and self.regenerate_size:
+            params["width"], params["height"] = self.regenerate_size
         adapter = self.adapter()
         if adapter:
             params["adapter"] = adapter

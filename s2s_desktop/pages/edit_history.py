@@ -72,7 +72,10 @@ class EditHistory(QWidget):
         self.list.clear()
         edits = library_edits.list_edits(self.library, limit=SHOWN) if self.library is not None else []
         for edit in edits:
-            item = QListWidgetItem(QIcon(thumbnail(edit.file)), edit.target_prompt[:48])
+            picture = thumbnail(edit.file)
+            icon = QIcon(picture)
+            icon.addPixmap(picture, QIcon.Selected)  # Qt tints selected icons: colours are the point here
+            item = QListWidgetItem(icon, edit.target_prompt[:48])
             item.setData(Qt.UserRole, edit.id)
             item.setToolTip(f"{edit.source_prompt} → {edit.target_prompt}\n{edit.created_at}")
             self.list.addItem(item)

@@ -168,3 +168,11 @@ def test_a_longer_cross_window_than_recorded_recomputes_the_source(session):
     assert session.edit(**SWAP, seed=11, cross_steps=0.4)["reused_source"]
     assert not session.edit(**SWAP, seed=11, cross_steps=0.9)["reused_source"]
     assert session.edit(**SWAP, seed=11, cross_steps=0.9, reweight={"green": 2})["reused_source"]
+
+
+def test_generated_source_size_follows_width_and_height(session):
+    result = session.edit(**SWAP, seed=1, width=96, height=64, steps=4)
+    assert Image.open(result["edited"]).size == (96, 64)
+    with pytest.raises(JobFailed) as off_grid:
+        session.edit(**SWAP, width=70, height=64, steps=4)
+    assert "multiples of 8" in off_grid.value.hint

@@ -146,9 +146,9 @@ def test_a_generated_png_is_regenerated_and_a_photo_is_inverted(scripted, tmp_pa
     page, _ = scripted
     info = PngInfo()
     info.add_text("parameters", "a purple heart on a white background\nSteps: 30, Sampler: DDIM, CFG scale: 6, "
-                                "Seed: 1234, Size: 64x64, Model: Toy world (demo)")
+                                "Seed: 1234, Size: 96x64, Model: Toy world (demo)")
     generated = tmp_path / "generated.png"
-    Image.new("RGB", (64, 64), (200, 200, 200)).save(generated, pnginfo=info)
+    Image.new("RGB", (96, 64), (200, 200, 200)).save(generated, pnginfo=info)
     page.open_source(str(generated))
     form = page.form
     assert form.source_prompt.text() == "a purple heart on a white background" and form.seed.value() == 1234
@@ -156,6 +156,7 @@ def test_a_generated_png_is_regenerated_and_a_photo_is_inverted(scripted, tmp_pa
     assert form.invert.currentData() == REGENERATE and "no inversion needed" in form.source_text.text()
     params = page.job_params()
     assert params["image"] == "" and params["seed"] == 1234 and "invert" not in params
+    assert (params["width"], params["height"]) == (96, 64)  # regenerated at its own size
 
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (300, 200), (10, 120, 30)).save(photo)
