@@ -26,3 +26,10 @@ fi
 timeout 200 $PY -m benchmarks.bench_foundation $BENCH --skip-startup --out "$OUT/foundation-cuda.json" 2>&1 \
   | grep -v -E "Warning|Loading|it/s" | tee "$OUT/bench.log" | tail -12
 ls -la "$OUT"
+
+# 3. Prompt-to-Prompt costs on the SD-1.5-shaped model at 512² (P2P edit, heatmaps, re-render,
+#    direct inversion; null-text only outside SMOKE). Same card as above, side by side in one run.
+if [ "${SMOKE:-0}" = 1 ]; then EDIT="--size 64 --steps 2 --repeats 1 --no-nulltext --device cpu"
+else EDIT="--size 512 --steps 50 --repeats 3 --device cuda"; fi
+timeout 300 $PY -m benchmarks.edit --sd15-shape $EDIT --json "$OUT/edit-cuda.json" 2>&1 \
+  | grep -v -E "Warning|Loading|it/s|float32" | tee "$OUT/edit.log" | tail -12
