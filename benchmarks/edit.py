@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from engine.protocol import validate_job
     from engine.server import EngineState
     from engine.toy import world
-    from eval.edit_meaning import _Quiet
+    from eval.edit_meaning import quiet_context
 
     device = args.device
     loaded = load(args.sd15_shape, device, args.size)
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     def edit(**params):
         params = validate_job("edit", {"out_dir": str(out), "steps": args.steps, "name": "bench", "width": size,
                                        "height": size, **params})
-        return run_edit_job(params, _Quiet(), state)
+        return run_edit_job(params, quiet_context(params), state)
 
     def first_edit():
         seed[0] += 1  # a new source each time: nothing cached

@@ -33,6 +33,7 @@ from engine.generate import check_prompt_length, make_scheduler, save_png_atomic
 from engine.jobs import JobFailed
 
 RECORDS_KEPT = 2
+INVERSIONS_KEPT = 4
 
 
 @dataclass
@@ -48,23 +49,32 @@ class Source:
     inversion_cached: bool = False
 
 
+class LruCache:
+    """The last ``entries`` values put, by key (an OrderedDict in recency order)."""
+
+    def __init__(self, entries: int):
+        self.entries = entries
+        self._items: collections.OrderedDict = collections.OrderedDict()
+
+    def get(self, key: tuple):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def put(self, key: tuple, value) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
+
+
 class EditCaches:
     """Kept across jobs on the engine state: inversions and recorded source branches."""
 
     def __init__(self):
-        self.inversions = invert.InversionCache()
-        self.records: collections.OrderedDict = collections.OrderedDict()
-
-    def record(self, key: tuple) -> SourceRecord | None:
-        if key in self.records:
-            self.records.move_to_end(key)
-            return self.records[key]
-        return None
-
-    def keep(self, key: tuple, record: SourceRecord) -> None:
-        self.records[key] = record
-        while len(self.records) > RECORDS_KEPT:
-            self.records.popitem(last=False)
+        self.inversions = LruCache(INVERSIONS_KEPT)
+        self.records = LruCache(RECORDS_KEPT)
 
 
 def caches_of(state) -> EditCaches:
@@ -106,7 +116,7 @@ def prepare_source(pipe, params, scheduler, cond_source, uncond, caches, model_k
     longest = max(params["width"] or 0, params["height"] or 0) or native  # photos keep their aspect
     image, _ = load_input_image(params["image"], grid, longest)
     method = params["invert"]
-    key = invert.InversionCache.key(
+    key = invert.inversion_key(
         image.tobytes(), image.size, model_key, params["source_prompt"], steps,
         params["guidance"] if method == "nulltext" else None, method == "nulltext",
     )
@@ -184,10 +194,11 @@ def decode(pipe, latents) -> list:
     return pipe.image_processor.postprocess(pixels, output_type="pil")
 
 
-def psnr(a, b) -> float:
-    x, y = (np.asarray(im, dtype=np.float64) for im in (a, b))
-    mse = float(np.mean((x - y) ** 2))
-    return round(10 * math.log10(255.0**2 / mse), 2) if mse > 0 else float("inf")
+def psnr(a, b, where=None) -> float:
+    """dB between two pictures (optionally only where the mask is true)."""
+    diff = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2
+    mse = float(diff[where].mean() if where is not None else diff.mean())
+    return 10 * math.log10(255.0**2 / mse) if mse > 0 else float("inf")
 
 
 # ----------------------------------------------------------------------------------- the job
@@ -229,7 +240,7 @@ def run_edit_job(params: dict, ctx, state) -> dict:
         spec.blend_res = blend_resolution(layers)
     source_key = (model_key, source.key, source_text, negative_text, steps, guidance, params["invert"],
                   tuple(sorted(capture)))
-    replay = caches.record(source_key) if editing else None
+    replay = caches.records.get(source_key) if editing else None
     if replay is not None and not replay.covers(spec):
         replay = None
     rows = "target" if replay is not None else ("pair" if editing else "source")
@@ -255,7 +266,7 @@ def run_edit_job(params: dict, ctx, state) -> dict:
         attention.uninstall(pipe.unet)
     if record is not None:
         record.source_image = images[0]
-        caches.keep(source_key, record)
+        caches.records.put(source_key, record)
     source_image = replay.source_image if replay is not None else images[0]
     edited_image = images[-1]
     return _write_outputs(params, ctx, loaded, source, source_image, edited_image, controller, layers, capture,
@@ -286,7 +297,7 @@ def _write_outputs(params, ctx, loaded, source, source_image, edited_image, cont
     }
     if source.original is not None:
         result["reconstruction"] = str(save_png_atomic(source_image, out_dir / f"{stem}-reconstruction.png", meta))
-        result["reconstruction_psnr"] = psnr(source_image, source.original)
+        result["reconstruction_psnr"] = round(psnr(source_image, source.original), 2)
     if params["heatmaps"]:
         prompts = {"source": (src.as_json(), controller.source_maps)}
         prompts["target"] = (tgt.as_json(), controller.target_maps if controller.target_maps else controller.source_maps)

@@ -12,19 +12,17 @@
 
 The inversion step itself is written here (diffusers' DDIMInverseScheduler pairs timesteps
 differently from DDIMScheduler's sampling, and direct inversion needs the two to mirror exactly).
-Results are cached per (image, prompt, model, steps, …) so moving a slider never re-inverts.
+engine.edit caches the results per ``inversion_key`` so moving a slider never re-inverts.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 
 import torch
 
 NULLTEXT_INNER_STEPS = 10
 NULLTEXT_EARLY_STOP = 1e-5
-CACHE_ENTRIES = 4
 
 
 def alpha_at(scheduler, timestep: int) -> torch.Tensor:
@@ -90,28 +88,6 @@ def null_text_embeddings(unet, scheduler, trajectory, cond, uncond, guidance: fl
     return embeddings
 
 
-class InversionCache:
-    """The last few inversions, keyed by everything that changes them."""
-
-    def __init__(self, entries: int = CACHE_ENTRIES):
-        self.entries = entries
-        self._items: collections.OrderedDict = collections.OrderedDict()
-
-    @staticmethod
-    def key(image_bytes: bytes, *parts) -> tuple:
-        return (hashlib.sha256(image_bytes).hexdigest(), *parts)
-
-    def get(self, key: tuple):
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        return None
-
-    def put(self, key: tuple, value) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.entries:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
+def inversion_key(image_bytes: bytes, *parts) -> tuple:
+    """What an inversion depends on: the pixels (hashed) and everything in ``parts``."""
+    return (hashlib.sha256(image_bytes).hexdigest(), *parts)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.edit import psnr
 from engine.toy import world
 from engine.toy.evaluator import analyse
 
@@ -26,20 +27,11 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "resources" / "toy-world"
 STEPS = 25
 
 
-class _Quiet:
-    """The slice of JobContext the edit job uses, for running it in-process."""
+def quiet_context(params: dict):
+    """A real job context whose events go nowhere, for running a job in-process."""
+    from engine.jobs import Job, JobContext
 
-    def check_cancelled(self) -> None:
-        pass
-
-    def progress(self, *args, **kwargs) -> bool:
-        return True
-
-    def artifact(self, *args, **kwargs) -> None:
-        pass
-
-    def log(self, *args, **kwargs) -> None:
-        pass
+    return JobContext(Job("edit", params), lambda event: None)
 
 
 class EditSession:
@@ -65,7 +57,7 @@ class EditSession:
         self.count += 1
         params = validate_job("edit", {"out_dir": str(self.out_dir), "steps": STEPS, "name": f"e{self.count}",
                                        **params})
-        return run_edit_job(params, _Quiet(), self.state)
+        return run_edit_job(params, quiet_context(params), self.state)
 
 
 def rgb(path: str) -> np.ndarray:
@@ -75,12 +67,6 @@ def rgb(path: str) -> np.ndarray:
 def find(image: np.ndarray, colour: str):
     found = [d for d in analyse(image).detections if d.colour == colour]
     return max(found, key=lambda d: d.area_fraction) if found else None
-
-
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    diff = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = float(diff[where].mean() if where is not None else diff.mean())
-    return 10 * np.log10(255.0**2 / mse) if mse > 0 else float("inf")
 
 
 def word_swap(session: EditSession, seeds: list[int]) -> dict:

@@ -34,3 +34,18 @@ def run_until(aloop):
         aloop.run_until_complete(poll())
 
     return run
+
+
+@pytest.fixture(scope="module")
+def toy_engine(qapp):
+    """A real engine with the shipped toy-world model loaded (one per test module)."""
+    from s2s_desktop.demo import demo_entry, toy_model_available
+    from s2s_desktop.qt_engine import QtEngine
+
+    if not toy_model_available():
+        pytest.skip("the toy-world model is not in this checkout")
+    engine = QtEngine()
+    engine.client.start()
+    engine.client.load_model(demo_entry().load_params("cpu")).result(timeout=180)
+    yield engine
+    engine.close()

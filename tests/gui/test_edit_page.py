@@ -14,14 +14,12 @@ from PIL.PngImagePlugin import PngInfo
 from PySide6.QtCore import QObject, QPoint, Qt, Signal
 from PySide6.QtTest import QTest
 
-from s2s_desktop.demo import demo_entry, toy_model_available
 from s2s_desktop.library import Library
 from s2s_desktop.library import edits as library_edits
 from s2s_desktop.library import runs as library_runs
 from s2s_desktop.library.heatmaps import HeatmapChoice, attention_map, upsample
 from s2s_desktop.pages.edit import EditPage
 from s2s_desktop.pages.edit_form import REGENERATE
-from s2s_desktop.qt_engine import QtEngine
 from s2s_desktop.settings import Settings
 from s2s_desktop.widgets.token_strip import TokenStrip
 from tests.helpers.heatmaps import write_heatmaps
@@ -341,17 +339,6 @@ def test_the_canvas_divider_follows_the_mouse(scripted, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # with the engine and the toy-world model
-
-
-@pytest.fixture(scope="module")
-def toy_engine(qapp):
-    if not toy_model_available():
-        pytest.skip("the toy-world model is not in this checkout")
-    engine = QtEngine()
-    engine.client.start()
-    engine.client.load_model(demo_entry().load_params("cpu")).result(timeout=180)
-    yield engine
-    engine.close()
 
 
 @pytest.fixture

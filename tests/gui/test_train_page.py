@@ -13,7 +13,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QPlainTextEdit, QPushButton
 
 from engine.protocol.training import TRAIN_CONFIG, UNUSED, preset
-from s2s_desktop.demo import demo_entry, toy_model_available
 from s2s_desktop.library import ImportLimits, Library, import_files
 from s2s_desktop.library import runs as library_runs
 from s2s_desktop.pages.train import TrainPage
@@ -176,17 +175,6 @@ def test_loss_plot_draws_200_points_with_a_sensible_range(qtbot):
 
 # ---------------------------------------------------------------------------------------------
 # with the engine and the toy-world model
-
-
-@pytest.fixture(scope="module")
-def toy_engine(qapp):
-    if not toy_model_available():
-        pytest.skip("the toy-world model is not in this checkout")
-    engine = QtEngine()
-    engine.client.start()
-    engine.client.load_model(demo_entry().load_params("cpu")).result(timeout=180)
-    yield engine
-    engine.close()
 
 
 @pytest.fixture
