@@ -9,6 +9,7 @@ and asking for none takes everything off.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def apply(loaded, spec: dict | None) -> tuple:
         return ()
     folder = Path(spec["folder"]).resolve()
     scale = float(spec.get("scale", 1.0))
+    if spec.get("checkpoint"):
+        folder = checkpoint_adapter(loaded, folder, Path(spec["checkpoint"]).resolve())
     summary = describe(folder)
     method = summary.get("method")
     key = (str(folder), (folder / "run_config.json").stat().st_mtime_ns, method, scale)
@@ -67,6 +70,59 @@ def apply(loaded, spec: dict | None) -> tuple:
             _add_token(pipe, state, folder, summary.get("token", ""))
     state.active = key
     return key
+
+
+ADAPTER_FOLDER = "adapter"  # inside a checkpoint folder: its weights in the export formats, made once
+
+
+def checkpoint_adapter(loaded, exports: Path, checkpoint: Path) -> Path:
+    """A training checkpoint (``…/checkpoints/step-N``) in the same layout as the run's exports, so
+    it loads through the same diffusers loaders. Written once, temp-then-rename, beside the
+    checkpoint; a checkpoint holds only what trains (LoRA layers, the word's rows, or the UNet)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from engine.train.export import save_diffusers_lora, write_text_atomic
+    from engine.train.methods import LORA_TARGETS
+
+    target = checkpoint / ADAPTER_FOLDER
+    if (target / "run_config.json").is_file():
+        return target
+    weights = checkpoint / "trainable.safetensors"
+    if not weights.is_file() or not (checkpoint / "state.json").is_file():
+        raise JobFailed(f"{checkpoint} is not a complete training checkpoint", "choose another checkpoint",
+                        code="bad_adapter")
+    summary = describe(exports)
+    method, config = summary.get("method"), summary.get("config", {})
+    state = load_file(str(weights))
+    tmp = checkpoint / f".{ADAPTER_FOLDER}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    unet_state = {k[5:]: v for k, v in state.items() if k.startswith("unet.")}
+    if method in ("lora", "pivotal"):
+        from types import SimpleNamespace
+
+        lora_config = SimpleNamespace(r=int(config.get("rank", 8)), lora_alpha=float(config.get("alpha") or config.get("rank", 8)),
+                                      target_modules=LORA_TARGETS)
+        save_diffusers_lora({k: v.float() for k, v in unet_state.items()}, lora_config, tmp)
+    if method in ("ti", "pivotal") and "embeddings" in state:
+        emb = state["embeddings"].float()
+        save_file({summary["token"]: emb[0] if len(emb) == 1 else emb}, str(tmp / DIFFUSERS_EMBEDDING))
+    if method == "dreambooth":
+        import copy
+
+        base = getattr(loaded, "adapters", None)
+        base_unet = base.base_unet if base is not None and base.base_unet is not None else loaded.pipeline.unet
+        tuned = copy.deepcopy(base_unet).to(device="cpu", dtype=torch.float32)
+        tuned.load_state_dict(unet_state)
+        tuned.save_pretrained(tmp / MODEL_FOLDER / "unet", safe_serialization=True)
+        del tuned
+    step = json.loads((checkpoint / "state.json").read_text(encoding="utf-8")).get("step")
+    write_text_atomic(tmp / "run_config.json", json.dumps(dict(summary, checkpoint_step=step), indent=2))
+    os.replace(tmp, target)
+    return target
 
 
 def _use_lora(pipe, state: AppliedAdapters, folder: Path, scale: float) -> None:

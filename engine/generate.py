@@ -37,8 +37,8 @@ class GenerationSettings:
     scheduler: str
     model_name: str
 
-    def a1111_parameters(self, seed: int) -> str:
-        """The text A1111-compatible tools parse (one image's own seed)."""
+    def a1111_parameters(self, seed: int, extra: dict | None = None) -> str:
+        """The text A1111-compatible tools parse (one image's own seed; ``extra``: more Key: value pairs)."""
         lines = [self.prompt]
         if self.negative_prompt:
             lines.append(f"Negative prompt: {self.negative_prompt}")
@@ -50,6 +50,7 @@ class GenerationSettings:
             ("Size", f"{self.width}x{self.height}"),
             ("Model", self.model_name.replace(",", " ")),
             ("Version", f"Subject2Subject {__version__}"),
+            *(extra or {}).items(),
         ]
         lines.append(", ".join(f"{k}: {v}" for k, v in pairs))
         return "\n".join(lines)

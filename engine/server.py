@@ -31,9 +31,11 @@ JOB_HANDLERS: dict[str, str] = {
     "demo_subjects": "engine.toy.subjects:run_demo_subjects_job",
     "train": "engine.train.loop:run_train_job",
     "edit": "engine.edit:run_edit_job",
+    "gallery": "engine.gallery:run_gallery_job",
+    "evaluate": "engine.evaluate:run_evaluate_job",
 }
 # Jobs that need a loaded base model before they can be submitted.
-NEEDS_MODEL = {"generate", "edit", "attention", "invert", "train", "class_images"}
+NEEDS_MODEL = {"generate", "gallery", "edit", "attention", "invert", "train", "class_images"}
 
 
 def guard_stdout() -> IO[str]:
@@ -190,8 +192,8 @@ class Server:
             raise ProtocolError(ErrorCode.UNSUPPORTED, f"job kind {kind!r} is not available in this engine")
         if kind in NEEDS_MODEL and not self.state.has_model:
             raise ProtocolError(ErrorCode.NO_MODEL, "no base model is loaded", hint="call load_model first")
-        for key in ("out_dir",):
-            if key in job_params and not os.path.isabs(job_params[key]):
+        for key in ("out_dir", "gallery", "out"):  # out_dir is required; the others may be empty
+            if key in job_params and (key == "out_dir" or job_params[key]) and not os.path.isabs(job_params[key]):
                 raise ProtocolError(ErrorCode.INVALID_PARAMS, f"{kind}.{key} must be an absolute path")
         job = Job(kind, job_params)
         with self._lock:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from engine import protocol
-from s2s_desktop import __version__, cli_edit, cli_subjects, cli_train
+from s2s_desktop import __version__, cli_edit, cli_gallery, cli_subjects, cli_train
 from s2s_desktop.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_train.add_parser(sub)
     cli_edit.add_parser(sub)
 
-    gen = sub.add_parser("generate", help="text-to-image with a base model")
+    gen = sub.add_parser("generate", help="text-to-image with a base model, or a runs × prompts × seeds gallery")
     gen.add_argument("--demo", action="store_true", help="use the shipped toy-world model (offline demo)")
     gen.add_argument("--model", help="a model name from `s2s models list`, a folder, a file or a hub id (default: active)")
     gen.add_argument("--prompt", action="append", default=[], help="prompt (repeat for several)")
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None, help="auto, cuda, mps or cpu")
     gen.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt pickle files (they can run code)")
     gen.add_argument("--json", action="store_true", help="print a JSON summary instead of paths")
+    cli_gallery.add_gallery_arguments(gen)
+    cli_gallery.add_evaluate_parser(sub)
     return parser
 
 
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models":
             return models_list(args) if args.models_command == "list" else models_add(args)
         if args.command == "generate":
-            return generate(args)
+            return cli_gallery.generate_gallery(args) if args.subject else generate(args)
+        if args.command == "evaluate":
+            return cli_gallery.evaluate(args)
         if args.command == "subjects":
             return cli_subjects.run(args)
         if args.command == "train":
@@ -189,6 +193,8 @@ def read_prompts(args) -> list[str]:
 
 
 def generate(args) -> int:
+    if args.run or args.checkpoints or args.seeds:
+        raise UsageError("--run, --checkpoints and --seeds make a comparison gallery: give --subject NAME too")
     prompts = read_prompts(args)
     entry, settings = resolve_model(args.model, args.allow_pickle, demo=args.demo)
     out_dir = args.out.expanduser().resolve()

@@ -34,6 +34,7 @@ JOB_KINDS = (
     "class_images",
     "download_model",
     "demo_subjects",
+    "gallery",
 )
 TRAIN_METHODS = ("dreambooth", "lora", "ti", "pivotal")
 EVENTS = ("started", "progress", "artifact", "log", "finished", "failed", "cancelled")
@@ -323,3 +324,9 @@ def validate_job(kind: str, params: dict | None) -> dict:
 from engine.protocol.editing import EDIT_PARAMS  # noqa: E402  (needs Field, defined above)
 
 JOB_SCHEMAS["edit"] = EDIT_PARAMS
+
+# Galleries of runs × prompts × seeds, and their scores.
+from engine.protocol.gallery import EVALUATE_PARAMS, GALLERY_PARAMS  # noqa: E402
+
+JOB_SCHEMAS["gallery"] = GALLERY_PARAMS
+JOB_SCHEMAS["evaluate"] = EVALUATE_PARAMS

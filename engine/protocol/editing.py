@@ -82,7 +82,9 @@ def _adapter(value: dict) -> str | None:
     scale = value.get("scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not -2.0 <= scale <= 4.0:
         return "'scale' must be a number from -2 to 4"
-    unknown = set(value) - {"folder", "scale"}
+    if "checkpoint" in value and not isinstance(value["checkpoint"], str):
+        return "'checkpoint' must be a checkpoint folder of the run (…/checkpoints/step-N)"
+    unknown = set(value) - {"folder", "scale", "checkpoint"}
     return f"has unknown field(s) {sorted(unknown)}" if unknown else None
 
 
@@ -109,7 +111,7 @@ EDIT_PARAMS: dict[str, Field] = {
     "blend_words": Field(list, default=None, max_len=20, item=str),  # words whose area may change
     "blend_threshold": Field((int, float), default=0.3, minimum=0.0, maximum=1.0),
     "heatmaps": Field(bool, default=True),
-    "adapter": Field(dict, default=None, check=_adapter),  # {"folder": run export, "scale": 1.0}
+    "adapter": Field(dict, default=None, check=_adapter),  # {"folder": run export, "scale": 1.0[, "checkpoint"]}
     "out_dir": Field(str, required=True, max_len=4096),
     "name": Field(str, default="", max_len=100),  # file stem; default: a time stamp
 }

@@ -63,6 +63,9 @@ TRAIN_CONFIG: dict[str, Field] = {
     "init_word": Field(str, default="", max_len=60),  # ti/pivotal: start the new word here (default: class)
     "seed": Field(int, default=0, minimum=0, maximum=2**31 - 1),
     "checkpoint_every": Field(int, default=100, minimum=1, maximum=100_000),
+    # How many of the newest checkpoints stay (resume needs one; comparing steps in a gallery wants
+    # more). A full fine-tune's checkpoint is the whole UNet plus optimizer state (≈ 10 GB for SD1.5).
+    "keep_checkpoints": Field(int, default=2, minimum=1, maximum=1000),
     "sample_every": Field(int, default=100, minimum=0, maximum=100_000),  # 0 = only at the start and end
     "sample_prompts": Field(
         list, default=["a photo of {token} {class}", "a {token} {class} on a blue background"], max_len=8, item=str
@@ -93,6 +96,8 @@ def preset(method: str, n_images: int, device: str = "cpu", toy: bool = False) -
         raise ProtocolError(ErrorCode.INVALID_PARAMS, f"unknown method {method!r}", "methods: " + ", ".join(METHODS))
     config = {name: spec.default for name, spec in TRAIN_CONFIG.items()}
     few = n_images <= 10
+    if method != "dreambooth":
+        config.update(keep_checkpoints=10)  # small files: every step of the run can be compared later
     if method == "dreambooth":
         config.update(learning_rate=5e-6, steps=800 if few else 1000, class_images=200)
     elif method == "lora":

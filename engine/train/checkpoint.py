@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-KEEP = 2  # the newest checkpoints kept; older ones are deleted once a newer one is complete
+KEEP = 2  # default: the newest checkpoints kept; older ones are deleted once a newer one is complete
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -30,7 +30,7 @@ def latest(run_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def save(run_dir: Path, step: int, trainables, optimizer, lr_scheduler, history: dict) -> Path:
+def save(run_dir: Path, step: int, trainables, optimizer, lr_scheduler, history: dict, keep: int = KEEP) -> Path:
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:06d}"
@@ -47,7 +47,7 @@ def save(run_dir: Path, step: int, trainables, optimizer, lr_scheduler, history:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in sorted(p for p in folder.glob("step-*") if p != final)[:-(KEEP - 1) or None]:
+    for old in sorted(p for p in folder.glob("step-*") if p != final)[:-(max(keep, 1) - 1) or None]:
         # rename first: a kill during rmtree must not leave a "step-…" folder missing half its files
         doomed = folder / f".old-{old.name}"
         os.replace(old, doomed)

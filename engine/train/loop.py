@@ -383,7 +383,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
-        path = checkpoint.save(self.spec.run_dir, step, self.trainables, self.optimizer, self.lr_scheduler, self.history)
+        path = checkpoint.save(self.spec.run_dir, step, self.trainables, self.optimizer, self.lr_scheduler, self.history,
+                               keep=self.config["keep_checkpoints"])
         self.ctx.artifact(str(path), "checkpoint", step=step)
 
     def preflight(self) -> dict:

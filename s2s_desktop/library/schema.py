@@ -100,7 +100,24 @@ ALTER TABLE runs ADD COLUMN result TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE runs ADD COLUMN error TEXT NOT NULL DEFAULT '';
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_SUBJECTS_AND_IMAGES, V2_CROPS, V3_RUNS_AND_OUTPUTS, V4_RUN_DETAILS)
+# v5: galleries (runs × prompts × seeds compared side by side), their images and their scores.
+V5_GALLERIES = """
+CREATE TABLE galleries (
+    id          INTEGER PRIMARY KEY,
+    subject_id  INTEGER REFERENCES subjects(id) ON DELETE CASCADE,
+    folder      TEXT NOT NULL,              -- absolute: the gallery job's out_dir (gallery.json inside)
+    title       TEXT NOT NULL DEFAULT '',
+    params      TEXT NOT NULL DEFAULT '{}', -- the gallery job's parameters, JSON
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX galleries_subject ON galleries(subject_id);
+ALTER TABLE generations ADD COLUMN gallery_id INTEGER REFERENCES galleries(id) ON DELETE CASCADE;
+ALTER TABLE evaluations ADD COLUMN gallery_id INTEGER REFERENCES galleries(id) ON DELETE CASCADE;
+ALTER TABLE evaluations ADD COLUMN column_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE evaluations ADD COLUMN label TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_SUBJECTS_AND_IMAGES, V2_CROPS, V3_RUNS_AND_OUTPUTS, V4_RUN_DETAILS, V5_GALLERIES)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

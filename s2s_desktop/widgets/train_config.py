@@ -64,6 +64,8 @@ FIELD_TEXT = {
     "init_word": ("Start from word", "The new word starts as this word's embedding; empty means the class noun"),
     "seed": ("Seed", "Same seed and settings: the same run"),
     "checkpoint_every": ("Checkpoint every", "Steps between checkpoints (what pause and resume go back to)"),
+    "keep_checkpoints": ("Keep checkpoints", "How many of the newest checkpoints stay, to compare steps in a gallery "
+                         "(a full fine-tune's are GBs each)"),
     "sample_every": ("Sample every", "Steps between sample rows; 0 samples only before and after training"),
     "sample_prompts": ("Sample prompts", "One prompt a line; {token} and {class} are filled in"),
     "sample_seeds": ("Sample seeds", "Comma-separated; each prompt is drawn once per seed"),
@@ -78,7 +80,7 @@ GROUPS = (
                   "alpha", "resolution", "instance_prompt", "init_word", "seed")),
     ("Prior preservation", ("prior", "prior_weight", "class_prompt", "class_images", "class_image_steps")),
     ("Samples and checkpoints", ("sample_every", "sample_prompts", "sample_seeds", "sample_steps",
-                                 "checkpoint_every")),
+                                 "checkpoint_every", "keep_checkpoints")),
     ("Memory and quality", ("mixed_precision", "gradient_checkpointing", "adam_8bit", "flip", "min_snr_gamma",
                             "offset_noise", "max_grad_norm")),
 )

@@ -24,7 +24,7 @@ def test_an_older_catalog_is_migrated_keeping_its_rows(isolated_home):
     conn.close()
     library = Library(isolated_home)
     version = library._connection().execute("PRAGMA user_version").fetchone()[0]
-    assert version == schema.SCHEMA_VERSION == 4
+    assert version == schema.SCHEMA_VERSION == 5
     (image,) = library._connection().execute("SELECT crop_x, crop_y, crop_size FROM images").fetchall()
     assert tuple(image) == (50, 0, 300)  # the default centre crop was filled in
     assert library.subject("old").token == "<sks-dog>"
