@@ -18,6 +18,7 @@ from qasync import asyncSlot
 from s2s_desktop import __version__
 from s2s_desktop import settings as app_settings
 from s2s_desktop.pages.edit import EditPage
+from s2s_desktop.pages.evaluate import EvaluatePage
 from s2s_desktop.pages.generate import GeneratePage
 from s2s_desktop.pages.library import LibraryPage
 from s2s_desktop.pages.train import TrainPage
@@ -64,18 +65,21 @@ class MainWindow(QMainWindow):
         self.nav.setIconSize(QSize(20, 20))
         self.nav.setStyleSheet("QListWidget#nav { font-size: 15px; } QListWidget#nav::item { padding: 10px 8px; }")
         self.stack = QStackedWidget()
-        self.generate_page = GeneratePage(engine, settings)
-        self.generate_page.open_models.connect(self.show_models)
-        built = {"generate": self.generate_page}
-        self.library_page = self.train_page = None
+        self.library_page = self.train_page = self.evaluate_page = None
         library, problem = open_library()
+        self.generate_page = GeneratePage(engine, settings, library, library_problem=problem)
+        self.generate_page.open_models.connect(self.show_models)
+        self.generate_page.evaluate_requested.connect(self.open_evaluation)
+        built = {"generate": self.generate_page}
         if library is not None:
             self.library_page = LibraryPage(engine, settings, library)
             self.train_page = TrainPage(engine, settings, library)  # one library, one sqlite file
             self.train_page.open_library.connect(lambda: self.show_page("library"))
-            built.update(library=self.library_page, train=self.train_page)
+            self.evaluate_page = EvaluatePage(engine, settings, library)
+            built.update(library=self.library_page, train=self.train_page, evaluate=self.evaluate_page)
         else:  # the rest of the app still works; the message says what to do
-            built.update(library=UnavailablePage("Subject library", problem), train=UnavailablePage("Training", problem))
+            built.update(library=UnavailablePage("Subject library", problem), train=UnavailablePage("Training", problem),
+                         evaluate=UnavailablePage("Evaluation", problem))
         self.edit_page = EditPage(engine, settings, library)  # without a library: no history, no subjects
         built["edit"] = self.edit_page
         self.pages = {}
@@ -142,6 +146,13 @@ class MainWindow(QMainWindow):
     def show_page(self, key: str) -> None:
         self.nav.setCurrentRow(PAGES.index(key))
 
+    def open_evaluation(self, gallery_id: int) -> None:
+        """Generate → Compare's "Evaluate…": the Evaluate page with that gallery picked."""
+        if self.evaluate_page is None:
+            return
+        self.show_page("evaluate")
+        self.evaluate_page.select_gallery(gallery_id)
+
     def show_models(self) -> None:
         if self.models_dialog is None:
             self.models_dialog = ModelsDialog(self.engine, self.settings, self)
@@ -180,7 +191,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Could not load {entry.name}: {exc}", 20000)
 
     def closeEvent(self, event) -> None:
-        for page in (self.library_page, self.train_page, self.edit_page):
+        for page in (self.library_page, self.train_page, self.edit_page, self.generate_page, self.evaluate_page):
             if page is not None:
                 page.shutdown()
         self.engine.close()

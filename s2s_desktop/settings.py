@@ -88,12 +88,28 @@ class LibraryDefaults:
 
 
 @dataclass
+class FeatureModels:
+    """Where the Evaluate page's feature models come from: a folder, a file or a hub id each; ""
+    leaves the engine's default (engine.protocol.gallery.DEFAULT_FEATURE_MODELS)."""
+
+    clip: str = ""
+    dino: str = ""
+    inception: str = ""
+    lpips: str = ""
+
+    def sources(self) -> dict[str, str]:
+        """The ones the user set, for the evaluate job's ``feature_models``."""
+        return {name: value.strip() for name, value in asdict(self).items() if value.strip()}
+
+
+@dataclass
 class Settings:
     models: list[ModelEntry] = field(default_factory=list)
     active_model: str | None = None
     device: str = "auto"
     generate: GenerateDefaults = field(default_factory=GenerateDefaults)
     library: LibraryDefaults = field(default_factory=LibraryDefaults)
+    feature_models: FeatureModels = field(default_factory=FeatureModels)
 
     # --------------------------------------------------------------- models
     def find_model(self, name_or_source: str) -> ModelEntry | None:
@@ -150,12 +166,15 @@ class Settings:
             known_models = {f.name for f in fields(ModelEntry)}
             known_gen = {f.name for f in fields(GenerateDefaults)}
             known_lib = {f.name for f in fields(LibraryDefaults)}
+            known_features = {f.name for f in fields(FeatureModels)}
             return cls(
                 models=[ModelEntry(**{k: v for k, v in m.items() if k in known_models}) for m in data.get("models", [])],
                 active_model=data.get("active_model"),
                 device=data.get("device", "auto"),
                 generate=GenerateDefaults(**{k: v for k, v in data.get("generate", {}).items() if k in known_gen}),
                 library=LibraryDefaults(**{k: v for k, v in data.get("library", {}).items() if k in known_lib}),
+                feature_models=FeatureModels(**{k: str(v) for k, v in data.get("feature_models", {}).items()
+                                                if k in known_features}),
             )
         except (ValueError, TypeError, OSError) as exc:
             # Keep the unreadable file for the user to inspect; start from defaults.

@@ -338,8 +338,10 @@ class Library:
         """Runs, galleries (generations) and edits of a subject, newest first, in one place."""
         conn = self._connection()
         out = {}
-        for table in ("runs", "generations", "edits", "evaluations"):
-            rows = conn.execute(f"SELECT * FROM {table} WHERE subject_id = ? ORDER BY id DESC", (subject_id,))
+        for table in ("runs", "galleries", "generations", "edits", "evaluations"):
+            # a gallery's images are listed as the gallery, not one by one
+            where = " AND gallery_id IS NULL" if table == "generations" else ""
+            rows = conn.execute(f"SELECT * FROM {table} WHERE subject_id = ?{where} ORDER BY id DESC", (subject_id,))
             out[table] = [dict(row) for row in rows]
         return out
 

@@ -1,4 +1,7 @@
-"""Generate page: prompt and settings on the left, progress, and a grid of results on the right."""
+"""Generate page: prompt and settings on the left, progress, and a grid of results on the right.
+
+A switch at the top turns it into Compare mode (:class:`ComparePanel`): the base model and a subject's
+runs side by side on a prompt list and shared seeds."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QIcon, QImageReader, QPixmap
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -20,6 +24,8 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -28,6 +34,7 @@ from qasync import asyncSlot
 from engine import protocol
 from s2s_desktop import settings as app_settings
 from s2s_desktop.image_meta import read_parameters
+from s2s_desktop.pages.compare import ComparePanel
 from s2s_desktop.widgets.image_viewer import ImageViewer
 
 THUMB = 160
@@ -41,13 +48,19 @@ SCHEDULER_LABELS = {
 }
 
 
+MODE_STYLE = ("QToolButton { padding: 4px 16px; border: 1px solid palette(mid); background: palette(button); }"
+              "QToolButton:checked { background: palette(highlight); color: palette(highlighted-text); }")
+
+
 class GeneratePage(QWidget):
     open_models = Signal()
+    evaluate_requested = Signal(int)  # a gallery's id (Compare mode → the Evaluate page)
 
-    def __init__(self, engine, settings: app_settings.Settings, parent=None):
+    def __init__(self, engine, settings: app_settings.Settings, library=None, parent=None, library_problem: str = ""):
         super().__init__(parent)
         self.engine = engine
         self.settings = settings
+        self.library = library
         self.current_job: str | None = None
         self._insert_at = 0
         self._model_info: dict | None = None
@@ -157,9 +170,43 @@ class GeneratePage(QWidget):
         right_layout.addLayout(header)
         right_layout.addWidget(self.results, 1)
 
-        layout = QHBoxLayout(self)
-        layout.addWidget(left)
-        layout.addWidget(right, 1)
+        self.single = QWidget()
+        single_layout = QHBoxLayout(self.single)
+        single_layout.setContentsMargins(0, 0, 0, 0)
+        single_layout.addWidget(left)
+        single_layout.addWidget(right, 1)
+
+        # ---- the mode switch: Single (the form above) | Compare (galleries of runs)
+        self.compare = ComparePanel(engine, settings, library)
+        self.compare.evaluate_requested.connect(self.evaluate_requested)
+        self.modes = QStackedWidget()
+        self.modes.addWidget(self.single)
+        self.modes.addWidget(self.compare)
+        self.mode_buttons = QButtonGroup(self)
+        switch = QHBoxLayout()
+        switch.setSpacing(0)
+        for index, (text, tip) in enumerate((
+            ("Single", "One prompt with the base model"),
+            ("Compare", "The base model and a subject's runs side by side on the same prompts and seeds"),
+        )):
+            button = QToolButton()
+            button.setText(text)
+            button.setToolTip(tip)
+            button.setCheckable(True)
+            button.setStyleSheet(MODE_STYLE)
+            self.mode_buttons.addButton(button, index)
+            switch.addWidget(button)
+        self.compare_button = self.mode_buttons.button(1)
+        if library is None:
+            self.compare_button.setEnabled(False)
+            self.compare_button.setToolTip("Compare needs the subject library: " + (library_problem or "it is unavailable"))
+        self.mode_buttons.button(0).setChecked(True)
+        self.mode_buttons.idClicked.connect(self.set_mode)
+        switch.addStretch(1)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(switch)
+        layout.addWidget(self.modes, 1)
 
         self.engine.event.connect(self.on_event)
         self.engine.state_changed.connect(lambda *_: self.refresh_model_label())
@@ -173,9 +220,22 @@ class GeneratePage(QWidget):
         box.setValue(512)
         return box
 
+    # ------------------------------------------------------------------ mode
+    def set_mode(self, mode: int | str) -> None:
+        """0 or "single": one prompt; 1 or "compare": a gallery of runs × prompts × seeds."""
+        index = {"single": 0, "compare": 1}.get(mode, mode)
+        if index == 1 and self.library is None:
+            return
+        self.mode_buttons.button(index).setChecked(True)
+        self.modes.setCurrentIndex(index)
+
+    def mode(self) -> str:
+        return "compare" if self.modes.currentIndex() == 1 else "single"
+
     # ------------------------------------------------------------------ model
     def set_model_info(self, info: dict | None) -> None:
         self._model_info = info
+        self.compare.set_model_info(info)
         if info:
             native = int(info.get("native_resolution") or 512)
             self.width_box.setValue(native)
@@ -331,3 +391,6 @@ class GeneratePage(QWidget):
 
     def open_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(app_settings.outputs_dir())))
+
+    def shutdown(self) -> None:
+        self.compare.shutdown()

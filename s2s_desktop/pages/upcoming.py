@@ -5,19 +5,13 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-PLANNED = {
-    "evaluate": (
-        "Evaluate",
-        "Generate galleries of several runs side by side on a shared prompt list and seeds, and score "
-        "them (CLIP-T, CLIP-I, DINO, FID, IS) in a table you can export.",
-    ),
-}
+PLANNED: dict[str, tuple[str, str]] = {}  # page key → (title, what it will hold); none at the moment
 
 
 class UpcomingPage(QWidget):
     def __init__(self, key: str, parent=None):
         super().__init__(parent)
-        title, text = PLANNED[key]
+        title, text = PLANNED.get(key, (key.title(), ""))
         heading = QLabel(f"<h2>{title}</h2>")
         body = QLabel(text + "<br><br><i>Not available in this version yet.</i>")
         body.setWordWrap(True)

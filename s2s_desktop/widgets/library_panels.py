@@ -173,18 +173,25 @@ def _describe_edit(row: dict) -> str:
     return f"edit of {source} · {_when(row)}"
 
 
+def _describe_gallery(row: dict) -> str:
+    return f"{row.get('title') or 'gallery'} · {_when(row)}"
+
+
 def _describe_evaluation(row: dict) -> str:
     try:
-        metrics = json.loads(row.get("metrics") or "{}")
+        stored = json.loads(row.get("metrics") or "{}")
     except ValueError:
-        metrics = {}
-    scores = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if isinstance(v, (int, float)))
-    return f"{scores or 'scores'} · {_when(row)}"
+        stored = {}
+    titles = {m.get("name"): m.get("title", m.get("name")) for m in stored.get("metrics", [])}
+    scores = ", ".join(f"{titles.get(k, k)} {v['value']:.3g}" for k, v in (stored.get("scores") or {}).items()
+                       if isinstance(v, dict) and isinstance(v.get("value"), (int, float)))[:90]
+    return f"{row.get('label') or row.get('column_key') or 'run'}: {scores or 'no scores'} · {_when(row)}"
 
 
 SECTIONS = (  # table, heading, empty text, describe
     ("runs", "Training runs", "No training runs yet", _describe_run),
-    ("generations", "Galleries", "No generated images yet", _describe_generation),
+    ("galleries", "Galleries", "No galleries yet", _describe_gallery),
+    ("generations", "Images", "", _describe_generation),
     ("edits", "Edits", "No edits yet", _describe_edit),
     ("evaluations", "Evaluations", "No evaluations yet", _describe_evaluation),
 )
@@ -208,8 +215,8 @@ class ActivityPanel(QWidget):
         self.tree.clear()
         for table, heading, empty, describe_row in SECTIONS:
             rows = activity.get(table, [])
-            if table == "evaluations" and not rows:
-                continue  # evaluations belong to runs; no runs, nothing to say twice
+            if table in ("evaluations", "generations") and not rows:
+                continue  # evaluations belong to galleries, loose images are rare: no empty headings
             top = QTreeWidgetItem([f"{heading} ({len(rows)})" if rows else heading])
             font = QFont()
             font.setBold(True)

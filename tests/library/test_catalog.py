@@ -28,7 +28,8 @@ def test_an_older_catalog_is_migrated_keeping_its_rows(isolated_home):
     (image,) = library._connection().execute("SELECT crop_x, crop_y, crop_size FROM images").fetchall()
     assert tuple(image) == (50, 0, 300)  # the default centre crop was filled in
     assert library.subject("old").token == "<sks-dog>"
-    assert library.activity(1) == {"runs": [], "generations": [], "edits": [], "evaluations": []}
+    assert library.activity(1) == {"runs": [], "galleries": [], "generations": [], "edits": [],
+                                   "evaluations": []}
 
 
 def test_a_catalog_from_a_newer_app_is_refused_not_damaged(isolated_home):

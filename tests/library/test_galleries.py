@@ -44,8 +44,11 @@ def test_a_gallery_and_each_image_are_recorded_under_the_subject(library, tmp_pa
     gallery = galleries.record_gallery(library, subject.id, params)
     assert gallery.folder == folder and gallery.subject_id == subject.id and gallery.manifest()["token"] == "<sks-dog>"
     assert "2 column(s) × 1 prompt(s) × 2 seed(s)" == gallery.title
-    rows = library.activity(subject.id)["generations"]
-    assert len(rows) == 4 and all(r["gallery_id"] == gallery.id for r in rows)
+    assert [g["id"] for g in library.activity(subject.id)["galleries"]] == [gallery.id]
+    assert library.activity(subject.id)["generations"] == []  # listed as the gallery, not image by image
+    rows = [dict(r) for r in library._connection().execute("SELECT * FROM generations WHERE gallery_id = ?",
+                                                            (gallery.id,))]
+    assert len(rows) == 4
     assert {r["run_id"] for r in rows} == {None, run.id}  # the base column belongs to no run
     assert all((folder / json.loads(r["params"])["column"]).is_dir() for r in rows)
     assert galleries.list_galleries(library, subject.id) == [gallery]
@@ -62,7 +65,8 @@ def test_evaluating_again_replaces_the_scores_and_deleting_takes_everything(libr
     assert len(library.activity(subject.id)["evaluations"]) == 2
     galleries.delete_gallery(library, gallery.id, delete_files=True)
     assert galleries.evaluation_of(library, gallery.id) is None
-    assert library.activity(subject.id)["generations"] == [] and not (tmp_path / "g").exists()
+    assert library.activity(subject.id)["galleries"] == [] and not (tmp_path / "g").exists()
+    assert library._connection().execute("SELECT COUNT(*) FROM generations").fetchone()[0] == 0
     assert library.integrity_problems() == []
 
 
