@@ -210,9 +210,10 @@ def generate_gallery(args) -> int:
     return code
 
 
-def feature_sources(args, settings) -> dict[str, str]:
-    stored = dict(getattr(settings, "feature_models", None) or {})
-    sources = {k: v for k, v in stored.items() if k in FEATURE_MODELS and v}
+def feature_sources(args, settings, model_source: str) -> dict[str, str]:
+    from s2s_desktop.library import galleries
+
+    sources = galleries.feature_sources_for(settings.feature_models.sources(), model_source)
     for name in FEATURE_MODELS:
         value = getattr(args, name, None)
         if value:
@@ -278,7 +279,7 @@ def evaluate(args) -> int:
             real = [str(record.path) for record in library.images(subject.id)]
             params = {
                 "gallery": str(gallery.folder), "real_images": real, "metrics": metrics,
-                "feature_models": feature_sources(args, settings),
+                "feature_models": feature_sources(args, settings, model_source),
                 "toy_subject": galleries.toy_subject_for(subject, model_source),
             }
             record = session.run_job("evaluate", protocol.validate_job("evaluate", params), "evaluate")

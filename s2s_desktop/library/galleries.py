@@ -96,6 +96,23 @@ def toy_subject_for(subject: Subject | None, model_source: str) -> str:
     return names.get(subject.name.lower(), "") if is_toy else ""
 
 
+def feature_sources_for(stored: dict | None, model_source: str) -> dict[str, str]:
+    """The feature models an evaluation asks for: the user's settings, and for a toy-world gallery
+    with no CLIP chosen, the toy CLIP shipped beside the toy model (trained on the same world;
+    the table names it, so it is never mistaken for OpenAI's)."""
+    from s2s_desktop.demo import resources_dir, toy_model_path
+
+    sources = {k: v for k, v in (stored or {}).items() if v}
+    toy_clip = resources_dir() / "toy-clip"
+    try:
+        is_toy = bool(model_source) and Path(model_source).resolve() == toy_model_path().resolve()
+    except OSError:
+        is_toy = False
+    if is_toy and "clip" not in sources and (toy_clip / "config.json").is_file():
+        sources["clip"] = str(toy_clip)
+    return sources
+
+
 def default_prompt_list(model_source: str) -> str:
     from s2s_desktop.demo import toy_model_path
 
