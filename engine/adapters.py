@@ -67,7 +67,12 @@ def apply(loaded, spec: dict | None) -> tuple:
         else:
             _disable_lora(pipe, state)
         if method in ("ti", "pivotal"):
+            _drop_tokens(pipe, state, keep=str(folder))
             _add_token(pipe, state, folder, summary.get("token", ""))
+        else:
+            _drop_tokens(pipe, state)
+    if method == "dreambooth":
+        _drop_tokens(pipe, state)
     state.active = key
     return key
 
@@ -152,6 +157,15 @@ def _add_token(pipe, state: AppliedAdapters, folder: Path, token: str) -> None:
     state.tokens[str(folder)] = token
 
 
+def _drop_tokens(pipe, state: AppliedAdapters, keep: str = "") -> None:
+    """Take other runs' words off the tokenizer: a word left from a Textual Inversion run would
+    make "the base model" (or a LoRA run) draw that run's subject whenever a prompt names it."""
+    for folder, token in list(state.tokens.items()):
+        if folder != keep:
+            pipe.unload_textual_inversion(token)
+            del state.tokens[folder]
+
+
 def _use_dreambooth(pipe, state: AppliedAdapters, folder: Path) -> None:
     from diffusers import UNet2DConditionModel
 
@@ -174,4 +188,5 @@ def _restore_unet(pipe, state: AppliedAdapters) -> None:
 def _remove_all(pipe, state: AppliedAdapters) -> None:
     _restore_unet(pipe, state)
     _disable_lora(pipe, state)
+    _drop_tokens(pipe, state)
     state.active = ()

@@ -4,7 +4,8 @@ every seed, so the cells of one row differ only by what the column learned.
 Columns go one after another: a column's adapter is put on the loaded base model once
 (``engine.adapters``: LoRA scale, a new word, a DreamBooth UNet; no reload), then its cells are
 batched for the device. Each image has its own CPU generator seeded with its seed: the same starting
-noise in every column and on every device, and any cell can be re-made alone. The manifest
+noise in every column and on every device, and any cell can be re-made alone (the same picture up
+to the float rounding of another batch size). The manifest
 (``gallery.json``, layout in ``engine.protocol.gallery``) is written last, also after a cancel, so
 the images made so far are never lost.
 """
