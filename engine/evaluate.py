@@ -172,6 +172,10 @@ def _toy_metric(name: str, column: _Column, images: list, toy_subject) -> dict:
     return _score(float(np.mean([p[1] for p in present])), len(present))
 
 
+def _short(value: float) -> str:
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+
+
 def recommend(rows: list[dict], base_key: str = "base") -> dict | None:
     """The column best on subject and prompt fidelity together: each measure is scaled to 0..1 across
     the columns compared (min-max) and the two are averaged; ties go to the earlier column (a
@@ -196,7 +200,7 @@ def recommend(rows: list[dict], base_key: str = "base") -> dict | None:
         return unit if METRICS[name]["higher_is_better"] else 1.0 - unit
 
     best = max(candidates, key=lambda r: (sum(scaled(n, r) for n in picked), -candidates.index(r)))
-    shown = ", ".join(f"{METRICS[n]['title']} {best['scores'][n]['value']:g}" for n in picked)
+    shown = ", ".join(f"{METRICS[n]['title']} {_short(best['scores'][n]['value'])}" for n in picked)
     kinds = " and ".join(("subject fidelity" if n in SUBJECT_FIDELITY else "prompt fidelity") for n in picked)
     return {"column": best["column"], "label": best["label"], "by": picked,
             "reason": f"best {kinds} together ({shown})"}

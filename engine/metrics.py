@@ -97,7 +97,7 @@ def _import(module: str, package: str, what: str):
     except ImportError as exc:
         name = getattr(exc, "name", None) or ""
         missing = package if not name or module == name or module.startswith(name + ".") else name
-        raise Unavailable(f"{what} needs the {missing} package: pip install {missing}") from None
+        raise Unavailable(f"{what}: needs the {missing} package (pip install {missing})") from None
     except Exception as exc:  # e.g. torchvision built for another torch: RuntimeError at import
         raise Unavailable(
             f"{what} needs {package}, which is installed but fails to import ({type(exc).__name__}: "
@@ -449,7 +449,7 @@ def _weights_file(kind: str, source: str) -> Path:
 
 
 def _load_inception(source: str, device: str) -> InceptionFeatures:
-    what = "FID and the Inception Score"
+    what = "FID and the Inception Score (Inception features)"
     _import("torch", "torch", what)
     _import("torchmetrics.image.fid", "torchmetrics", what)
     _import("torch_fidelity", "torch-fidelity", what)

@@ -288,7 +288,7 @@ def test_inception_unavailable(tmp_path, monkeypatch):
         pytest.skip("InceptionV3 weights are available on this machine")
     assert "torch-fidelity" in reason or "offline" in reason or "torchvision" in reason
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)
-    assert _reason(lambda: FeatureModels({}).inception()).endswith("pip install torch-fidelity")
+    assert _reason(lambda: FeatureModels({}).inception()).endswith("(pip install torch-fidelity)")
     monkeypatch.delitem(sys.modules, "torch_fidelity")
     missing = _reason(lambda: FeatureModels({"inception": str(tmp_path / "nope.pth")}).inception())
     assert "does not exist" in missing or "pip install" in missing or "fails to import" in missing
@@ -339,7 +339,7 @@ def test_lpips_diversity_protocol():
 def test_lpips_unavailable_offline(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torchvision", None)
     reason = _reason(lambda: FeatureModels({}).lpips())
-    assert reason == "LPIPS (the DIV diversity score) needs the torchvision package: pip install torchvision"
+    assert reason == "LPIPS (the DIV diversity score): needs the torchvision package (pip install torchvision)"
     monkeypatch.delitem(sys.modules, "torchvision")
     reason = _reason(lambda: FeatureModels({}).lpips())
     if reason is None:
