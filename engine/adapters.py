@@ -185,6 +185,20 @@ def _restore_unet(pipe, state: AppliedAdapters) -> None:
         pipe.unet, state.base_unet, state.dreambooth_folder = state.base_unet, None, ""
 
 
+def release(loaded) -> None:
+    """Everything off and the LoRA layers unloaded, not just disabled: training injects its own
+    LoRA into the same UNet and must find it plain (a disabled adapter left in the layers broke
+    the next run's backward pass). The next gallery or edit loads its run's files again."""
+    state = getattr(loaded, "adapters", None)
+    if state is None:
+        return
+    pipe = loaded.pipeline
+    _remove_all(pipe, state)
+    if state.lora_names:
+        pipe.unload_lora_weights()
+        state.lora_names = {}
+
+
 def _remove_all(pipe, state: AppliedAdapters) -> None:
     _restore_unet(pipe, state)
     _disable_lora(pipe, state)

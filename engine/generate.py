@@ -126,7 +126,10 @@ def generate_images(loaded, settings: GenerationSettings, batch: int, ctx: JobCo
 
 
 def run_generate_job(params: dict, ctx: JobContext, state) -> dict:
+    from engine import adapters
+
     loaded = state.model_cache().require()
+    adapters.apply(loaded, None)  # the plain base model, whatever run an edit put on it before
     native = loaded.native_resolution
     settings = GenerationSettings(
         prompt=params["prompt"],

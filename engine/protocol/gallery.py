@@ -22,7 +22,7 @@ Gallery folder (``out_dir``):
 Evaluation file (``evaluation.json`` beside the manifest unless told otherwise):
     {"version", "gallery", "metrics": [{"name", "title", "higher_is_better", "model", "note"}…],
      "rows": [{"column", "label", "scores": {name: SCORE}}…],
-     "best": {"column": key, "reason": str} | null}
+     "best": {"column": key, "label": str, "by": [metric names], "reason": str} | null}
     SCORE = {"value": float, "n": images used, "warning": str?} or
             {"value": null, "unavailable": reason}
 """

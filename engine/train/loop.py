@@ -274,6 +274,11 @@ class Trainer:
         self.accelerator = make_accelerator(cfg, self.device)
         if not spec.preflight and self.accelerator.is_main_process:
             self._lock = lock_run_folder(spec.run_dir)
+        from engine import adapters
+
+        # a run that an edit or a gallery put on the model comes off first: class images are the
+        # base model's, and training injects its own LoRA into a plain UNet
+        adapters.release(self.loaded)
         with self.accelerator.main_process_first():  # one process makes the class images, the rest read them
             class_paths = self.prepare_class_images()
         self.noise_scheduler = DDPMScheduler.from_config(self.loaded.base_scheduler_config)

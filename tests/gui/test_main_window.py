@@ -38,8 +38,8 @@ def test_window_opens_with_all_pages(qtbot, aloop):
     assert win.stack.currentWidget() is win.edit_page
     assert win.edit_page.edit_button.text() == "Edit" and win.edit_page.view.canvas.isVisible()
     win.show_page("evaluate")
-    texts = " ".join(label.text() for label in win.stack.currentWidget().findChildren(QLabel))
-    assert "Not available in this version yet" in texts
+    assert win.stack.currentWidget() is win.evaluate_page
+    assert win.evaluate_page.evaluate_button.text() == "Evaluate"
 
 
 def test_generate_puts_image_in_grid(window, run_until, tiny_model_dir, isolated_home):

@@ -77,7 +77,7 @@ def test_bad_job_params_are_invalid_params(bad):
 
 def test_unimplemented_job_kind_is_unsupported_not_crash():
     with pytest.raises(ProtocolError) as info:
-        protocol.validate_job("evaluate", {})
+        protocol.validate_job("attention", {})  # a kind the protocol names but no engine runs yet
     assert info.value.code == ErrorCode.UNSUPPORTED
 
 
