@@ -1,14 +1,18 @@
 """Render the README screenshots from the real app: real engine, real model, real generation.
 
     python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots]
-                                       [--pages generate,library,train,edit]
+                                       [--pages generate,library,train,edit,compare,evaluate]
 
 Without --model, the shipped toy-world model (the first-run default) is used. The library shot adds
 the demo subjects through the page's own button (the engine renders their photos), then drops two
 unusable files on Dotty so the import results show refusals with their reasons. The train shot runs
 a preflight and a short real LoRA run on Dotty, and is taken while that run is still training. The
 edit shot (tools/render_edit.py) edits a red star into a green one, reweights "green" live and shows
-the heatmap of "star" over the result.
+the heatmap of "star" over the result. The compare shot waits for a finished LoRA run of Dotty (the
+train shot's, or one it trains the same way), then draws a gallery of the base model and that run on
+the toy-world prompts with four seeds and the class prompt; the evaluate shot scores that gallery
+(offline: the toy evaluator's scores, and "not available" with its reason where a feature model is
+missing).
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default="a red star on a blue background")
     parser.add_argument("--size", type=int, default=0, help="image size (default: the model's native size)")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
-    parser.add_argument("--pages", default="generate,library,train,edit",
-                        help="comma-separated: generate, library, train, edit")
+    parser.add_argument("--home", type=Path, help="the app's data folder (default: a fresh temporary one); "
+                        "reuse one to keep its subjects, runs and class images between renders")
+    parser.add_argument("--pages", default="generate,library,train,edit,compare,evaluate",
+                        help="comma-separated: generate, library, train, edit, compare, evaluate")
     args = parser.parse_args(argv)
     pages = set(args.pages.split(","))
-    home = tempfile.mkdtemp(prefix="s2s-shots-")
+    home = str(args.home) if args.home else tempfile.mkdtemp(prefix="s2s-shots-")
     os.environ["S2S_HOME"] = home
     import qasync
 
@@ -97,6 +103,10 @@ def main(argv=None) -> int:
         from tools.render_edit import render_edit
 
         render_edit(window, app, run_until, args.out)
+    if "compare" in pages or "evaluate" in pages:
+        render_compare(window, app, run_until, args.out, shoot="compare" in pages)
+    if "evaluate" in pages:
+        render_evaluate(window, app, run_until, args.out)
     window.close()
     print(f"written to {args.out}")
     return 0
@@ -156,6 +166,90 @@ def render_train(window, app, run_until, out: Path, steps: int = 150) -> None:
               and page.monitor.live.step >= 0.45 * steps)
     app.processEvents()
     window.grab().save(str(out / "train.png"))
+
+
+def start_train_run(window, run_until, steps: int = 150) -> None:
+    """A short real LoRA run of Dotty through the Train page (the toy preset, shortened)."""
+    page = window.train_page
+    window.show_page("train")
+    run_until(lambda: page.model_info is not None)
+    page.refresh_subjects(select_id=page.library.subject("Dotty").id)
+    page.cards.set_method("lora")
+    from PySide6.QtWidgets import QPlainTextEdit
+
+    # no samples along the way and one small final one: on a busy CPU the samples cost more than the steps
+    settings = {"steps": steps, "sample_every": 0, "class_images": 16, "checkpoint_every": 50,
+                "sample_prompts": ["a photo of {token} {class}"], "sample_seeds": [0], "sample_steps": 10}
+    for name, value in settings.items():
+        editor = page.editor.editors[name]
+        if isinstance(editor, QPlainTextEdit):
+            editor.setPlainText("\n".join(value))
+            continue
+        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        editor.setText(text)
+        editor.textEdited.emit(text)
+    if page.validate() is None:
+        raise RuntimeError(f"the shortened run's settings are refused: {page.problem.text()}")
+    page.train_button.click()
+    run_until(lambda: page.jobs.live)
+
+
+def finished_dotty_run(window, run_until, timeout: float = 1800):
+    """Dotty's newest finished run: the train shot's run once it ends, or a new one."""
+    from s2s_desktop.pages.compare import finished_runs
+
+    library = window.train_page.library
+    dotty = library.subject("Dotty")
+    if not finished_runs(library, dotty.id):
+        if not window.train_page.jobs.active_runs():
+            start_train_run(window, run_until)
+        run_until(lambda: bool(finished_runs(library, dotty.id)) or not window.train_page.jobs.active_runs(), timeout)
+    runs = finished_runs(library, dotty.id)
+    if not runs:
+        raise RuntimeError("the LoRA run of Dotty did not finish")
+    return runs[0]
+
+
+def render_compare(window, app, run_until, out: Path, shoot: bool = True, prompts: int = 4) -> None:
+    """Generate → Compare: the base model and a finished LoRA run on toy-world prompts, four seeds."""
+    add_demo_subjects(window, run_until)
+    run = finished_dotty_run(window, run_until)
+    window.show_page("generate")
+    page = window.generate_page
+    page.set_mode("compare")
+    panel = page.compare
+    run_until(lambda: panel.model_info is not None)
+    panel.refresh_subjects(select_id=window.train_page.library.subject("Dotty").id)
+    panel.select_prompt_list("toy-world")
+    lines = panel.templates.toPlainText().splitlines()
+    panel.templates.setPlainText("\n".join(lines[:prompts]))
+    for row in panel.column_rows:
+        row.check.setChecked(row.run is None or row.run.id == run.id)
+    panel.seeds.setText("0-3")
+    panel.steps.setValue(25)
+    panel.prior.setChecked(True)
+    panel.generate_button.click()
+    run_until(lambda: panel.gallery is not None or "Failed" in panel.status.text(), 1200)
+    if panel.gallery is None:
+        raise RuntimeError(panel.status.text())
+    if shoot:
+        app.processEvents()
+        window.grab().save(str(out / "compare.png"))
+
+
+def render_evaluate(window, app, run_until, out: Path) -> None:
+    """The Compare gallery scored: Evaluate… on the Generate page, then Evaluate."""
+    panel = window.generate_page.compare
+    panel.evaluate_button.click()
+    page = window.evaluate_page
+    run_until(lambda: page.gallery is not None and page.gallery.id == panel.gallery.id)
+    page.evaluate_button.click()
+    run_until(lambda: page.current_job is None and ("Scored" in page.status.text() or "failed" in page.status.text()),
+              1200)
+    if "failed" in page.status.text():
+        raise RuntimeError(page.status.text())
+    app.processEvents()
+    window.grab().save(str(out / "evaluate.png"))
 
 
 if __name__ == "__main__":
