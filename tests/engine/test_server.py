@@ -34,7 +34,7 @@ BAD_LINES = [
     b'{"type":"request","id":3,"method":"cancel","params":{}}',
     b'{"type":"request","id":4,"method":"cancel","params":{"job":"j999"}}',
     b'{"type":"request","id":5,"method":"submit","params":{"kind":"generate","params":{"prompt":1}}}',
-    b'{"type":"request","id":6,"method":"submit","params":{"kind":"evaluate"}}',
+    b'{"type":"request","id":6,"method":"submit","params":{"kind":"attention"}}',
     b'{"type":"request","id":7,"method":"submit","params":{"kind":"generate","params":{"prompt":"p","out_dir":"/x"}}}',
     b'{"type":"request","id":8,"method":"load_model","params":{"source":"/nonexistent/model"}}',
     b'{"type":"request","id":9,"method":"submit","params":{"kind":"generate","params":{"prompt":"p","out_dir":"rel"}}}',
