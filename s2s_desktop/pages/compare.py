@@ -44,6 +44,7 @@ from s2s_desktop import settings as app_settings
 from s2s_desktop.library import Library, LibraryError, Subject, galleries
 from s2s_desktop.library import runs as library_runs
 from s2s_desktop.library.runs import Run
+from s2s_desktop.pages.early_events import EarlyEvents
 from s2s_desktop.widgets.gallery_grid import GalleryGrid
 from s2s_desktop.widgets.image_viewer import ImageViewer
 from s2s_desktop.widgets.setters import set_enabled, set_progress, set_text
@@ -52,7 +53,6 @@ ERROR_STYLE = "color: #a93226;"
 HINT_STYLE = "color: palette(placeholder-text);"
 PRIOR_TEMPLATE = "a photo of a {class}"
 SCALED_METHODS = ("lora", "pivotal")
-MAX_UNCLAIMED_EVENTS = 5000
 
 
 def is_toy(model_info: dict | None, settings: app_settings.Settings) -> bool:
@@ -128,8 +128,7 @@ class ComparePanel(QWidget):
         self.job_params: dict | None = None
         self.job_subject_id: int | None = None
         self.gallery: galleries.Gallery | None = None  # the one on screen, once recorded
-        self._submitting = False
-        self._unclaimed: dict[str, list[dict]] = {}
+        self._early = EarlyEvents(engine, "gallery")
         self._list_touched = False  # the user picked a prompt list: a model change keeps it
         self._loading_list = False
         self._rows_subject: int | None = None  # whose runs the column rows are
@@ -587,7 +586,7 @@ class ComparePanel(QWidget):
     # ------------------------------------------------------------------ running
     @asyncSlot()
     async def on_generate(self) -> None:
-        if self.current_job is not None or self._submitting:
+        if self.current_job is not None or self._early.submitting:
             return
         params, problem = self.params()
         if params is None:
@@ -607,20 +606,19 @@ class ComparePanel(QWidget):
         set_enabled(self.generate_button, False)
         set_progress(self.progress, 0, 1)
         self.show_status("Queued…")
-        self._submitting = True
+        self._early.submitting = True
         try:
             job = await self.engine.submit("gallery", params, label=f"Gallery {self.current_subject().name}")
         except Exception as exc:
-            self._submitting = False
+            self._early.submitting = False
             set_enabled(self.generate_button, True)
             self.show_status(f"Could not start: {exc}", error=True)
             return
-        self._submitting = False
+        self._early.submitting = False
         self.current_job = job
         set_enabled(self.cancel_button, True)
-        for message in self._unclaimed.pop(job, []):
+        for message in self._early.release(job):
             self.on_event(message)
-        self._unclaimed.clear()
 
     def on_cancel(self) -> None:
         if self.current_job:
@@ -630,12 +628,7 @@ class ComparePanel(QWidget):
     def on_event(self, message: dict) -> None:
         job = message.get("job")
         if job != self.current_job or job is None:
-            if self._submitting and job is not None:  # events can come before submit() returns
-                record = self.engine.jobs.get(job)
-                if record is not None and record.kind == "gallery":
-                    buffer = self._unclaimed.setdefault(job, [])
-                    if len(buffer) < MAX_UNCLAIMED_EVENTS:
-                        buffer.append(message)
+            self._early.hold(message)  # events can come before submit() returns
             return
         name = message.get("event")
         if name == "started":

@@ -42,6 +42,7 @@ from engine.protocol.gallery import DEFAULT_FEATURE_MODELS, FEATURE_MODELS, METR
 from s2s_desktop import settings as app_settings
 from s2s_desktop.demo import DEMO_MODEL_NAME, resources_dir, toy_model_path
 from s2s_desktop.library import Library, LibraryError, Subject, galleries
+from s2s_desktop.pages.early_events import EarlyEvents
 from s2s_desktop.widgets.evaluation_table import BEST_MARK, EvaluationTable, notes_text
 from s2s_desktop.widgets.setters import set_enabled, set_progress, set_text
 
@@ -50,7 +51,6 @@ NOTES_STYLE = "QLabel { background: palette(alternate-base); border: 1px solid p
 BEST_STYLE = "QLabel { background: rgba(46, 160, 67, 40); border: 1px solid rgba(46, 160, 67, 140); padding: 6px; }"
 NO_SUBJECT = -1  # the subject picker's entry for base-model-only galleries
 MAX_REAL_IMAGES = 500
-MAX_UNCLAIMED_EVENTS = 2000
 FEATURE_TITLES = {"clip": "CLIP", "dino": "DINO", "inception": "Inception", "lpips": "LPIPS"}
 
 
@@ -138,8 +138,7 @@ class EvaluatePage(QWidget):
         self.evaluation: dict | None = None
         self.current_job: str | None = None
         self.job_gallery_id: int | None = None
-        self._submitting = False
-        self._unclaimed: dict[str, list[dict]] = {}
+        self._early = EarlyEvents(engine, "evaluate", limit=2000)
 
         # ---- left: what to score
         self.model_label = QLabel()
@@ -474,7 +473,7 @@ class EvaluatePage(QWidget):
 
     @asyncSlot()
     async def on_evaluate(self) -> None:
-        if self.current_job is not None or self._submitting:
+        if self.current_job is not None or self._early.submitting:
             return
         params, problem = self.params()
         if params is None:
@@ -484,20 +483,19 @@ class EvaluatePage(QWidget):
         set_enabled(self.evaluate_button, False)
         set_progress(self.progress, 0, 1)
         self.show_status("Queued…")
-        self._submitting = True
+        self._early.submitting = True
         try:
             job = await self.engine.submit("evaluate", params, label=f"Evaluate gallery #{self.gallery.id}")
         except Exception as exc:
-            self._submitting = False
+            self._early.submitting = False
             set_enabled(self.evaluate_button, True)
             self.show_status(f"Could not start: {exc}", error=True)
             return
-        self._submitting = False
+        self._early.submitting = False
         self.current_job = job
         set_enabled(self.cancel_button, True)
-        for message in self._unclaimed.pop(job, []):
+        for message in self._early.release(job):
             self.on_event(message)
-        self._unclaimed.clear()
 
     def on_cancel(self) -> None:
         if self.current_job:
@@ -507,12 +505,7 @@ class EvaluatePage(QWidget):
     def on_event(self, message: dict) -> None:
         job = message.get("job")
         if job is None or job != self.current_job:
-            if self._submitting and job is not None:  # events can come before submit() returns
-                record = self.engine.jobs.get(job)
-                if record is not None and record.kind == "evaluate":
-                    buffer = self._unclaimed.setdefault(job, [])
-                    if len(buffer) < MAX_UNCLAIMED_EVENTS:
-                        buffer.append(message)
+            self._early.hold(message)  # events can come before submit() returns
             return
         name = message.get("event")
         if name == "started":
