@@ -39,7 +39,7 @@ bundle-smoke: $(VENV)/.installed-packaging
 	$(BIN)/python packaging/smoke.py
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check engine s2s_desktop tests
+	$(BIN)/ruff check engine s2s_desktop tests packaging benchmarks
 
 clean:
 	rm -rf $(VENV) build dist

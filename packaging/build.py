@@ -68,7 +68,7 @@ def build(dist: Path, work: Path) -> dict:
     try:
         import PyInstaller  # noqa: F401
     except ImportError:
-        raise SystemExit("PyInstaller is not installed: run `make bundle` (it installs the [packaging] extra)")
+        raise SystemExit("PyInstaller is not installed: run `make bundle` (it installs the [packaging] extra)") from None
     version = importlib.metadata.version("subject2subject")
     app = app_path(dist)
     if app.exists():
