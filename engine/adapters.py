@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.jobs import JobFailed
+from engine.models.registry import check_safetensors_header
 from engine.train.export import DIFFUSERS_EMBEDDING, DIFFUSERS_LORA, MODEL_FOLDER
 
 
@@ -101,6 +102,7 @@ def checkpoint_adapter(loaded, exports: Path, checkpoint: Path) -> Path:
                         code="bad_adapter")
     summary = describe(exports)
     method, config = summary.get("method"), summary.get("config", {})
+    check_safetensors_header(weights, str(weights))
     state = load_file(str(weights))
     tmp = checkpoint / f".{ADAPTER_FOLDER}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -136,6 +138,7 @@ def _use_lora(pipe, state: AppliedAdapters, folder: Path, scale: float) -> None:
         if not (folder / DIFFUSERS_LORA).exists():
             raise JobFailed(f"{folder} has no {DIFFUSERS_LORA}", "export the run again", code="bad_adapter")
         name = f"run{len(state.lora_names)}"
+        check_safetensors_header(folder / DIFFUSERS_LORA, str(folder / DIFFUSERS_LORA))  # says why, unlike diffusers
         pipe.load_lora_weights(str(folder), weight_name=DIFFUSERS_LORA, adapter_name=name)
         state.lora_names[str(folder)] = name
     pipe.enable_lora()
@@ -153,6 +156,7 @@ def _add_token(pipe, state: AppliedAdapters, folder: Path, token: str) -> None:
     if token in pipe.tokenizer.get_vocab():  # another run taught the same word: replace it
         pipe.unload_textual_inversion(token)
         state.tokens = {k: v for k, v in state.tokens.items() if v != token}
+    check_safetensors_header(folder / DIFFUSERS_EMBEDDING, str(folder / DIFFUSERS_EMBEDDING))
     pipe.load_textual_inversion(str(folder / DIFFUSERS_EMBEDDING), token=token)
     state.tokens[str(folder)] = token
 
@@ -175,6 +179,9 @@ def _use_dreambooth(pipe, state: AppliedAdapters, folder: Path) -> None:
     if not unet_folder.is_dir():
         raise JobFailed(f"{folder} has no {MODEL_FOLDER}/unet", "export the run again", code="bad_adapter")
     base = state.base_unet if state.base_unet is not None else pipe.unet
+    weights = unet_folder / "diffusion_pytorch_model.safetensors"
+    if weights.is_file():  # a damaged file is named with its reason, not diffusers' "Unable to load"
+        check_safetensors_header(weights, str(weights))
     tuned = UNet2DConditionModel.from_pretrained(unet_folder, use_safetensors=True)
     pipe.unet = tuned.to(device=base.device, dtype=base.dtype)
     state.base_unet, state.dreambooth_folder = base, str(folder)

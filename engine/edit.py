@@ -84,14 +84,26 @@ def caches_of(state) -> EditCaches:
 
 
 # ----------------------------------------------------------------------------------- the source
+MAX_INPUT_MEGAPIXELS = 64  # as the library's photo import: more is a bomb or a scan, never needed here
+
+
 def load_input_image(path: str, grid: int, native: int):
     """The photo, upright RGB, scaled so its longer side is the model's native size and both sides
     are multiples of what the UNet can divide."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    too_big = JobFailed(
+        f"the image {Path(path).name} declares more than {MAX_INPUT_MEGAPIXELS} megapixels (a decompression "
+        "bomb or a huge scan)", "export a smaller version (it is scaled to the model's size anyway) and edit that",
+        code="bad_image")
     try:
         with Image.open(path) as opened:
+            # checked before decoding: a small file can declare billions of pixels
+            if opened.width * opened.height > MAX_INPUT_MEGAPIXELS * 1_000_000:
+                raise too_big
             image = ImageOps.exif_transpose(opened).convert("RGB")
+    except Image.DecompressionBombError:  # Pillow's own limit, hit while opening
+        raise too_big from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise JobFailed(f"cannot read the image {Path(path).name}: {exc}", "choose a PNG, JPEG or WebP file",
                         code="bad_image") from None

@@ -80,6 +80,8 @@ def run_gallery_job(params: dict, ctx: JobContext, state) -> dict:
                     ).images
                 for cell, image in zip(chunk, images, strict=True):
                     made.append(_save_cell(out_dir, column, cell, image, params, loaded, width, height, ctx))
+                # after every batch: if the engine is killed, the folder still says what it holds
+                _write_json_atomic(out_dir / MANIFEST_NAME, _manifest(params, made, loaded, width, height, False))
         complete = True
     except JobCancelled:
         ctx.log(f"cancelled after {len(made)} of {total_images} images; the manifest lists what was made")

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import traceback
@@ -36,6 +37,8 @@ JOB_HANDLERS: dict[str, str] = {
 }
 # Jobs that need a loaded base model before they can be submitted.
 NEEDS_MODEL = {"generate", "gallery", "edit", "attention", "invert", "train", "class_images"}
+# Job parameters naming a folder or file the job writes into (evaluate writes beside "gallery").
+WRITE_PATHS = ("out_dir", "run_dir", "class_cache_dir", "gallery", "out")
 
 
 def guard_stdout() -> IO[str]:
@@ -110,9 +113,20 @@ class Server:
 
     # ------------------------------------------------------------------ input
     def serve(self, inp: IO[bytes]) -> int:
-        """Serve until stdin reaches EOF or a shutdown request; returns the exit code."""
-        for raw in iter(lambda: inp.readline(protocol.MAX_LINE_BYTES + 1), b""):
-            if raw.strip():
+        """Serve until stdin reaches EOF or a shutdown request; returns the exit code.
+
+        Blank lines are ignored. A line over the limit gets one parse_error and the rest of it is
+        skipped unread, so its tail can never be taken for a request of its own.
+        """
+        limit = protocol.MAX_LINE_BYTES
+        for raw in iter(lambda: inp.readline(limit + 1), b""):
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            elif len(raw) > limit:
+                rest = raw
+                while len(rest) > limit and not rest.endswith(b"\n"):
+                    rest = inp.readline(limit + 1)
+            if len(raw) > limit or raw.strip():
                 self.handle_line(raw)
             if self._stopping.is_set():
                 break
@@ -125,9 +139,8 @@ class Server:
             if isinstance(raw, bytes) and len(raw) > protocol.MAX_LINE_BYTES:
                 raise ProtocolError(ErrorCode.PARSE_ERROR, "line exceeds the 1 MiB limit")
             obj = protocol.decode(raw)
-            raw_id = obj.get("id")
-            if isinstance(raw_id, (int, str)) and not isinstance(raw_id, bool):
-                request_id = raw_id
+            if protocol.usable_id(obj.get("id")):
+                request_id = obj["id"]
             req = protocol.parse_request(obj)
             params = protocol.validate_method_params(req.method, req.params)
             result = getattr(self, f"_method_{req.method}")(req.id, params)
@@ -160,6 +173,24 @@ class Server:
     def _method_load_model(self, request_id, params) -> None:
         from engine.models.registry import resolve_source
 
+        source = params["source"].strip()
+        try:
+            mode = os.stat(os.path.expanduser(source)).st_mode
+        except FileNotFoundError:
+            mode = None  # not a path: perhaps a hub id, resolve_source says
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a loop of links, …
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"cannot look at {source[:200]!r}: {getattr(exc, 'strerror', None) or type(exc).__name__}",
+                "check the path",
+            ) from None
+        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # Reading a pipe or a device (even a header) could block this reader for good.
+            raise ProtocolError(
+                ErrorCode.REFUSED,
+                f"{source[:200]!r} is not a file or folder (a device, pipe or socket)",
+                "choose a diffusers folder or a .safetensors file",
+            )
         ref = resolve_source(params)  # cheap checks (exists, pickle refusal) answer at once
 
         def run():
@@ -190,11 +221,16 @@ class Server:
         job_params = protocol.validate_job(kind, params["params"])
         if kind not in JOB_HANDLERS:
             raise ProtocolError(ErrorCode.UNSUPPORTED, f"job kind {kind!r} is not available in this engine")
+        # Where a job writes must not depend on the engine's working directory ("" in an optional
+        # field: the job's default). Checked before the model, so the answer does not depend on it.
+        for key in WRITE_PATHS:
+            value = job_params.get(key)
+            if value is None or (value == "" and not protocol.JOB_SCHEMAS[kind][key].required):
+                continue
+            if not os.path.isabs(value):
+                raise ProtocolError(ErrorCode.INVALID_PARAMS, f"{kind}.{key} must be an absolute path")
         if kind in NEEDS_MODEL and not self.state.has_model:
             raise ProtocolError(ErrorCode.NO_MODEL, "no base model is loaded", hint="call load_model first")
-        for key in ("out_dir", "gallery", "out"):  # out_dir is required; the others may be empty
-            if key in job_params and (key == "out_dir" or job_params[key]) and not os.path.isabs(job_params[key]):
-                raise ProtocolError(ErrorCode.INVALID_PARAMS, f"{kind}.{key} must be an absolute path")
         job = Job(kind, job_params)
         with self._lock:
             self._jobs[job.id] = job

@@ -32,9 +32,6 @@ def run_gui(page: str | None = None) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     window = build_window()
-    from s2s_desktop import console
-
-    window.engine.log_line.connect(console.log_engine_line)  # a no-op unless the app logs to a file
     if page:
         window.show_page(page)
     window.show()

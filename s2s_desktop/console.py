@@ -2,8 +2,9 @@
 
 A double-clicked app has no console: on Windows ``sys.stderr`` is ``None`` (or a console window
 the user did not ask for), on macOS and Linux it goes to ``/dev/null``. Tracebacks and the engine's
-log would be lost, so the frozen app writes them to ``<logs>/s2s.log`` as well (kept to two files of
-at most 5 MB). A run from a terminal keeps printing there as before.
+log would be lost, so the frozen app writes them to ``<data>/logs/s2s.log`` as well (kept to two files
+of at most 5 MB), beside the engine's ``engine.log`` that the log dock keeps. A run from a terminal
+keeps printing there as before.
 """
 
 from __future__ import annotations
@@ -22,14 +23,10 @@ _log_file: _LogFile | None = None
 
 
 def logs_dir() -> Path:
-    """``$S2S_HOME/logs`` when a home is set (tests, portable installs), else the platform's log
-    folder."""
-    override = os.environ.get("S2S_HOME")
-    if override:
-        return Path(override).expanduser() / "logs"
-    import platformdirs
+    """``<data>/logs``: the same folder as the engine's log (``$S2S_HOME/logs`` when set)."""
+    from s2s_desktop.settings import app_home
 
-    return Path(platformdirs.user_log_dir("Subject2Subject", appauthor=False))
+    return app_home() / "logs"
 
 
 class _LogFile:
@@ -123,12 +120,6 @@ def prepare(argv: list[str] | None = None) -> Path | None:
     if sys.stdout is None:  # print() to None fails; the GUI prints paths after --screenshot
         sys.stdout = _Tee(None, _log_file, "app")
     return _log_file.path
-
-
-def log_engine_line(line: str) -> None:
-    """The engine's stderr, as the GUI receives it, goes to the log file too (when there is one)."""
-    if _log_file is not None:
-        _log_file.write_line(line, "engine")
 
 
 def report_imports_at_exit() -> None:

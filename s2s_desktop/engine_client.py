@@ -26,6 +26,8 @@ from pathlib import Path
 from engine import protocol
 from engine.protocol import ErrorCode
 
+MAX_DEATHS_WITHOUT_WORK = 3
+
 
 class EngineError(Exception):
     def __init__(self, code: str, message: str, hint: str = ""):
@@ -112,7 +114,11 @@ class EngineClient:
         self._write_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._closing = False
-        self._restart_times: collections.deque[float] = collections.deque(maxlen=3)
+        # A crash loop is an engine that dies again and again before doing any work (a model that
+        # kills it while loading, a broken install); an engine killed in the middle of jobs is not.
+        self._deaths_without_work = 0
+        self._worked = False  # this process reported job progress or lived a minute
+        self._started_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -129,6 +135,7 @@ class EngineClient:
         env.setdefault("PYTHONUNBUFFERED", "1")
         creationflags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
         self.on_state("starting", "")
+        self._worked, self._started_at = False, time.monotonic()
         proc = subprocess.Popen(
             self.command,
             stdin=subprocess.PIPE,
@@ -274,6 +281,7 @@ class EngineClient:
             if name == "started":
                 record.state = "running"
             elif name == "progress":
+                self._worked = True
                 record.step, record.total = message.get("step", 0), message.get("total", 0)
                 record.eta_s = message.get("eta_s")
                 record.last_progress = message
@@ -294,6 +302,9 @@ class EngineClient:
             if proc is not self._proc:
                 return
             pending, self._pending = self._pending, {}
+            self.loaded_model = None  # gone with the process; a restart loads it again
+            worked = self._worked or time.monotonic() - self._started_at >= 60
+            self._deaths_without_work = 0 if worked else self._deaths_without_work + 1
         if self._closing:
             reason = "the engine was shut down"
         else:
@@ -318,11 +329,10 @@ class EngineClient:
             self._restart(reason)
 
     def _restart(self, reason: str) -> None:
-        now = time.monotonic()
-        if len(self._restart_times) == self._restart_times.maxlen and now - self._restart_times[0] < 60:
-            self.on_state("failed", f"{reason}; it crashed 3 times in a minute, so it was not restarted")
+        if self._deaths_without_work >= MAX_DEATHS_WITHOUT_WORK:
+            self.on_state("failed", f"{reason}; it died {self._deaths_without_work} times in a row before doing "
+                                    "any work, so it was not restarted (the engine log says why)")
             return
-        self._restart_times.append(now)
         self.restarts += 1
 
         def run():

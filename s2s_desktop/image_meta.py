@@ -32,5 +32,5 @@ def read_parameters(path: str | Path) -> str:
     try:
         with Image.open(path) as image:
             return str(image.info.get("parameters", ""))
-    except OSError:
+    except (OSError, ValueError, Image.DecompressionBombError):  # a bomb is refused by Pillow on open
         return ""

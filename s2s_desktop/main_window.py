@@ -39,8 +39,11 @@ def open_library():
     from s2s_desktop.library.schema import NewerCatalogError
 
     try:
+        from s2s_desktop.library import consistency
+
         library = Library()
-        library.clean_orphans()  # files an interrupted import or delete left behind
+        # after a crash: import leftovers removed, interrupted galleries recorded as partial ones
+        consistency.recover(library)
         return library, ""
     except NewerCatalogError as exc:
         return None, str(exc)

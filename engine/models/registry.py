@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
+import stat
 import struct
 import threading
 import time
@@ -93,41 +95,85 @@ def resolve_source(params: dict) -> ModelRef:
     )
 
 
-def check_safetensors_header(path: Path) -> None:
+# Bits per element of every dtype safetensors writes (F4/F6 pack several elements in a byte).
+SAFETENSORS_DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16,
+    "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the format's own limit
+
+
+def check_safetensors_header(path: Path, shown: str | None = None) -> None:
     """Refuse a truncated or tampered .safetensors before handing it to a loader.
 
-    Layout: 8-byte little-endian header length, a JSON header, then the tensor bytes; every
-    tensor's data_offsets must lie inside the file.
+    Layout: 8-byte little-endian header length, a JSON object, then the tensor bytes. Checked as
+    the safetensors library checks it (known dtype, shape × dtype = the bytes it spans, tensors
+    back to back with no gap or overlap, up to the end of the file), so a bad file is refused here
+    with its reason instead of failing deep in a loader as "Unable to load weights". ``shown``:
+    how the message names the file (default: its name).
     """
-    size = path.stat().st_size
-    problem = None
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) < 8:
-                problem = "the file is shorter than a safetensors header"
-            else:
-                (header_len,) = struct.unpack("<Q", raw)
-                if header_len > min(size - 8, 100 * 1024 * 1024):
-                    problem = f"its header claims {header_len} bytes, more than the file holds"
-                else:
-                    header = json.loads(fh.read(header_len))
-                    data_len = size - 8 - header_len
-                    for name, info in header.items():
-                        if name == "__metadata__":
-                            continue
-                        start, end = info["data_offsets"]
-                        if not (0 <= start <= end <= data_len):
-                            problem = f"tensor {name!r} points outside the file (truncated download?)"
-                            break
+        problem = _safetensors_problem(path)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         problem = f"its header is not valid ({type(exc).__name__})"
+    except OSError as exc:
+        problem = f"it cannot be read ({exc.strerror or exc})"
     if problem:
         raise ProtocolError(
             ErrorCode.REFUSED,
-            f"{path.name} is not a valid .safetensors file: {problem}",
+            f"{shown or path.name} is not a valid .safetensors file: {problem}",
             "download the file again; if it came from an untrusted place, delete it",
         )
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # opening a pipe blocks until a writer comes; a device never ends
+        return "it is not a regular file (a pipe, a device or a folder)"
+    size = info.st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            return "the file is shorter than a safetensors header"
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > min(size - 8, MAX_SAFETENSORS_HEADER):
+            if raw[:1] == b"\x80" and raw[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") or raw[:4] == b"PK\x03\x04":
+                # a renamed PyTorch pickle (raw, or torch.save's zip): exactly what .safetensors avoids
+                return "it is really a pickle (PyTorch .ckpt/.pt) file, which can run code when loaded"
+            return f"its header claims {header_len} bytes, more than the file holds"
+        header = json.loads(fh.read(header_len))
+    if not isinstance(header, dict):
+        return "its header is not valid (not a JSON object)"
+    data_len = size - 8 - header_len
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                return "its __metadata__ is not a map of strings"
+            continue
+        start, end = info["data_offsets"]
+        shape, bits = info["shape"], SAFETENSORS_DTYPE_BITS.get(info["dtype"])
+        if not all(type(x) is int for x in (start, end, *shape)):  # bools and floats are not offsets
+            return f"tensor {name!r} has offsets or a shape that are not whole numbers"
+        if not (0 <= start <= end <= data_len):
+            return f"tensor {name!r} points outside the file (truncated download?)"
+        if bits is None:
+            return f"tensor {name!r} has an unknown dtype {str(info['dtype'])[:20]!r}"
+        count = 1
+        for dim in shape:
+            count *= dim
+        if min(shape, default=0) < 0 or count * bits != (end - start) * 8:
+            return f"tensor {name!r}: its shape and dtype do not match the {end - start} bytes it spans"
+        spans.append((start, end, name))
+    position = 0
+    for start, end, name in sorted(spans):
+        if start != position:
+            return f"tensor {name!r} overlaps another or leaves a gap (tampered offsets)"
+        position = end
+    if position != data_len:
+        return f"{data_len - position} bytes after the last tensor belong to no tensor"
+    return None
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -237,6 +283,7 @@ def _load_pipeline(ref: ModelRef, device: str, dtype_name: str):
     if ref.kind in ("folder", "hub"):
         folder = Path(ref.location) if ref.kind == "folder" else _hub_snapshot(ref.location)
         _check_pipeline_class(folder)
+        _check_folder_weights(folder)
         try:
             # use_safetensors=True never falls back to pickle .bin weights unless opted in.
             pipe = StableDiffusionPipeline.from_pretrained(
@@ -258,6 +305,7 @@ def _load_pipeline(ref: ModelRef, device: str, dtype_name: str):
         try:
             pipe = StableDiffusionPipeline.from_single_file(ref.location, **kwargs)
         except (OSError, ValueError) as exc:
+            _raise_unreadable_weights(exc, Path(ref.location))
             if not ref.config:
                 raise ProtocolError(
                     ErrorCode.MODEL_ERROR,
@@ -268,6 +316,50 @@ def _load_pipeline(ref: ModelRef, device: str, dtype_name: str):
             raise
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+# The weights StableDiffusionPipeline loads from a diffusers folder (safety checker not included).
+PIPELINE_WEIGHTS = {
+    "unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model",
+}
+
+
+def _check_folder_weights(folder: Path) -> None:
+    """A damaged .safetensors inside a diffusers folder is named with its problem (diffusers only
+    says "Unable to load weights", and the fallback below would call it a pickle-only folder)."""
+    for component, stem in PIPELINE_WEIGHTS.items():
+        index = folder / component / f"{stem}.safetensors.index.json"
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            shards = {f"{stem}.safetensors"}
+        for shard in sorted(shards):
+            path = folder / component / str(shard)
+            if path.is_file() and path.parent == folder / component:
+                check_safetensors_header(path, f"{folder.name}/{component}/{path.name}")
+
+
+def _raise_unreadable_weights(exc: BaseException, path: Path) -> None:
+    """diffusers wraps every failure to read a checkpoint as "Unable to load weights from checkpoint
+    file"; say what really happened (the weights-only unpickler's refusal is in its context)."""
+    seen, depth = exc, 0
+    while seen is not None and depth < 10:
+        text = str(seen)
+        if isinstance(seen, pickle.UnpicklingError) and ("allowed global" in text or "Unsupported global" in text):
+            raise ProtocolError(
+                ErrorCode.REFUSED,
+                f"{path.name} holds Python objects besides tensors, which would run code when loaded; it was "
+                "refused even with pickle checkpoints allowed (they load weights-only)",
+                "use a .safetensors version of this model; do not open this file with other tools either "
+                "unless you trust where it came from",
+            ) from None
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    if "Unable to load weights from checkpoint file" in str(exc):
+        raise ProtocolError(
+            ErrorCode.MODEL_ERROR,
+            f"{path.name} cannot be read as model weights (damaged, or not a checkpoint)",
+            "download the file again, or choose a .safetensors checkpoint",
+        ) from None
 
 
 def _check_pipeline_class(folder: Path) -> None:

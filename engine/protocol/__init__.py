@@ -18,10 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.protocol.names import file_prefix_problem  # stdlib only, needs nothing from here
+
 PROTOCOL_VERSION = 1
 
 # A line longer than this is refused before it is parsed (a runaway or hostile writer).
 MAX_LINE_BYTES = 1 << 20
+# Request ids are echoed in every reply, so a string id is bounded (a reply must fit in a line too).
+MAX_ID_LEN = 200
 
 METHODS = ("hello", "devices", "load_model", "submit", "cancel", "jobs", "shutdown")
 JOB_KINDS = (
@@ -56,6 +60,9 @@ class ErrorCode:
     NO_MODEL = "no_model"  # a compute job was submitted before load_model
     INTERNAL = "internal"
     ENGINE_DIED = "engine_died"  # produced by the client when the process goes away
+    # job failures (the "failed" event's error.code) the GUI and CLI tell apart
+    DISK_FULL = "disk_full"  # no space left where a file had to go; free space, then resume/retry
+    NAN_LOSS = "nan_loss"  # training went NaN/inf; stopped with the last good checkpoint kept
 
 
 class ProtocolError(Exception):
@@ -77,8 +84,18 @@ class ProtocolError(Exception):
 
 
 def encode(message: dict) -> str:
-    """One message as one line (no embedded newlines: json escapes them)."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+    """One message as one line (no embedded newlines: json escapes them).
+
+    A lone surrogate (a peer may send the string "\\ud800") has no UTF-8 form, so writing it would
+    fail; such a message is written with ASCII escapes instead and reads back the same.
+    """
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(message, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text + "\n"
 
 
 def request(request_id: int, method: str, params: dict | None = None) -> dict:
@@ -130,16 +147,25 @@ class Request:
     params: dict
 
 
+def usable_id(value: Any) -> bool:
+    """Whether a request id can be echoed: an integer, or a string short enough for any reply."""
+    if isinstance(value, str):
+        return len(value) <= MAX_ID_LEN
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def parse_request(obj: dict) -> Request:
     """Check the envelope of a request (not its params)."""
     request_id = obj.get("id")
-    valid_id = isinstance(request_id, int) and not isinstance(request_id, bool) or isinstance(request_id, str)
+    valid_id = usable_id(request_id)
     if obj.get("type") != "request":
         raise ProtocolError(
             ErrorCode.INVALID_REQUEST, 'expected "type": "request"', request_id=request_id if valid_id else None
         )
     if not valid_id:
-        raise ProtocolError(ErrorCode.INVALID_REQUEST, '"id" must be an integer or a string')
+        raise ProtocolError(
+            ErrorCode.INVALID_REQUEST, f'"id" must be an integer or a string of at most {MAX_ID_LEN} characters'
+        )
     method = obj.get("method")
     if not isinstance(method, str):
         raise ProtocolError(ErrorCode.INVALID_REQUEST, '"method" must be a string', request_id=request_id)
@@ -202,7 +228,8 @@ JOB_SCHEMAS: dict[str, dict[str, Field]] = {
         "height": Field(int, default=None, minimum=64, maximum=2048, check=_multiple_of_8),
         "scheduler": Field(str, default="ddim", choices=SCHEDULERS),
         "out_dir": Field(str, required=True, max_len=4096),
-        "name_prefix": Field(str, default="", max_len=100),
+        # joined to out_dir as the start of each file name: never a path ("../x")
+        "name_prefix": Field(str, default="", max_len=100, check=file_prefix_problem),
     },
     "download_model": {
         "repo_id": Field(str, required=True, max_len=200),

@@ -35,6 +35,7 @@ Progress events carry "phase": "inverting" | "editing".
 from __future__ import annotations
 
 from engine.protocol import SCHEDULERS, Field  # noqa: F401  (SCHEDULERS re-exported for the GUI)
+from engine.protocol.names import file_name_problem
 
 INVERSIONS = ("direct", "npi", "nulltext", "ddim")
 INVERSION_TITLES = {
@@ -113,7 +114,8 @@ EDIT_PARAMS: dict[str, Field] = {
     "heatmaps": Field(bool, default=True),
     "adapter": Field(dict, default=None, check=_adapter),  # {"folder": run export, "scale": 1.0[, "checkpoint"]}
     "out_dir": Field(str, required=True, max_len=4096),
-    "name": Field(str, default="", max_len=100),  # file stem; default: a time stamp
+    # file stem; default: a time stamp. Joined to out_dir, so never a path ("../x") or a device name
+    "name": Field(str, default="", max_len=100, check=file_name_problem),
 }
 
 

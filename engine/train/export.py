@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from engine.protocol.names import is_windows_device
 from engine.train import methods
 from engine.train.ldm_convert import save_atomic, save_pipeline_single_file
 
@@ -40,8 +41,9 @@ MODEL_FOLDER = "model"
 def token_slug(token: str) -> str:
     """A file-name-safe form of the token ("<dotty-star>" → "dotty-star"); A1111 and ComfyUI call an
     embedding by its file name, so this is also the word to type there."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", token).strip("-_")
-    return slug[:80] or "subject"
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", token).strip("-_")[:80] or "subject"
+    # "nul.safetensors" / "con.safetensors" are devices on Windows: the export would vanish there
+    return f"{slug}-subject" if is_windows_device(slug) else slug
 
 
 def export_run(trainer, folder: Path) -> list[dict]:

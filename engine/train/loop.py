@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from engine import devices
 from engine.jobs import JobCancelled, JobFailed
+from engine.protocol import ErrorCode
 from engine.protocol.training import fill_prompt
 from engine.train import checkpoint, data, methods
 
@@ -202,19 +203,38 @@ class Trainer:
             loss = loss + cfg["prior_weight"] * per_sample[b:].mean()
         return loss
 
+    def numerical_failure(self, step: int, what: str) -> JobFailed:
+        """NaN/inf: stop, keep the checkpoints (none holds NaN weights: see save_checkpoint) and name
+        the usual causes."""
+        last = checkpoint.latest(self.spec.run_dir)
+        lr = max(group["lr"] for group in self.optimizer.param_groups)
+        half = "half precision (fp16) overflowing, which Apple GPUs (MPS) are prone to: set mixed precision to 'no'"
+        too_high = f"a learning rate too high for this method (now {lr:g}): lower it 2-10 times"
+        causes = [half, too_high] if self.device.startswith("mps") else [too_high, half]
+        then = (f". Then resume from {last.name} (if it fails again at once, start a new run with a lower learning "
+                "rate)" if last else ". Then start the run again")
+        return JobFailed(
+            f"{what} at step {step}; training stopped"
+            + (f" and the last good checkpoint ({last.name}) is kept" if last else " before any checkpoint was saved"),
+            "likely causes: " + "; or ".join(causes) + then,
+            code=ErrorCode.NAN_LOSS,
+        )
+
+    def check_finite_weights(self, step: int) -> None:
+        """Before weights leave the loop (checkpoint, sample): a NaN checkpoint would poison resume."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.trainables.parameters()):
+            raise self.numerical_failure(step, "the trained weights became NaN or infinite")
+
     def train_step(self, step: int) -> float:
         loss = self.compute_loss(step)
         if not torch.isfinite(loss):
-            last = checkpoint.latest(self.spec.run_dir)
-            raise JobFailed(
-                f"the loss became {loss.item()} at step {step}; training stopped"
-                + (f" and the last good checkpoint ({last.name}) is kept" if last else ""),
-                "lower the learning rate, or set mixed precision to 'no' (fp16 can overflow)",
-                code="nan_loss",
-            )
+            raise self.numerical_failure(step, f"the loss became {loss.item()}")
         self.accelerator.backward(loss)
         if self.config["max_grad_norm"] > 0:
-            self.accelerator.clip_grad_norm_(self.trainables.parameters(), self.config["max_grad_norm"])
+            norm = self.accelerator.clip_grad_norm_(self.trainables.parameters(), self.config["max_grad_norm"])
+            # a NaN/inf gradient would write NaN into every weight; fp16's grad scaler skips such steps itself
+            if norm is not None and self.accelerator.scaler is None and not torch.isfinite(torch.as_tensor(norm)):
+                raise self.numerical_failure(step, f"the gradient became {float(norm)}")
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -265,6 +285,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
+        try:
+            return self._run()
+        except OSError as exc:
+            if not checkpoint.is_disk_full(exc):
+                raise
+            # samples, the lock file, class images: a full disk is the user's to fix, not a traceback
+            last = checkpoint.latest(self.spec.run_dir)
+            raise JobFailed(
+                f"the disk is full: {exc.filename or 'a file of the run'} could not be written; training stopped"
+                + (f" and the last complete checkpoint ({last.name}) is kept" if last else ""),
+                f"free some space on the disk holding {self.spec.run_dir}, then "
+                + ("resume the run" if last else "start the run again"),
+                code=ErrorCode.DISK_FULL,
+            ) from None
+
+    def _run(self) -> dict:
         from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
 
@@ -351,6 +387,7 @@ class Trainer:
                     self.save_checkpoint(step)
                     saved_at = step
                 if cfg["sample_every"] and step % cfg["sample_every"] == 0 and step != total and main:
+                    self.check_finite_weights(step)
                     self.sample(step)
         except JobCancelled:
             # a cancel (or the app closing) keeps the work done: checkpoint where it stopped
@@ -363,15 +400,18 @@ class Trainer:
         samples = self.sample(total)
         if self.on_trained is not None:
             self.on_trained(self)
+        from safetensors import SafetensorError
+
         from engine.train.export import export_run
 
         try:
             exports = export_run(self, spec.run_dir / "exports")
-        except OSError as exc:
+        except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
+            full = checkpoint.is_disk_full(exc) or "os error 28" in str(exc)
             raise JobFailed(
-                f"training finished but writing the exports failed: {exc}",
+                f"training finished but writing the exports failed: {'the disk is full' if full else exc}",
                 "free disk space, then resume the run: it re-exports from the final checkpoint",
-                code="export_failed",
+                code=ErrorCode.DISK_FULL if full else "export_failed",
             ) from None
         for item in exports:
             ctx.artifact(item["path"], "export", format=item["format"])
@@ -386,10 +426,26 @@ class Trainer:
 
     def save_checkpoint(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
+        self.check_finite_weights(step)  # on every process: data-parallel copies stop together
         if not self.accelerator.is_main_process:
             return
-        path = checkpoint.save(self.spec.run_dir, step, self.trainables, self.optimizer, self.lr_scheduler, self.history,
-                               keep=self.config["keep_checkpoints"])
+        try:
+            path = checkpoint.save(self.spec.run_dir, step, self.trainables, self.optimizer, self.lr_scheduler,
+                                   self.history, keep=self.config["keep_checkpoints"])
+        except OSError as exc:
+            if not checkpoint.is_disk_full(exc):
+                raise
+            last = checkpoint.latest(self.spec.run_dir)
+            # weights + AdamW's two moments, in float32: what one more checkpoint needs
+            need = 3 * sum(p.numel() * 4 for p in self.trainables.parameters())
+            raise JobFailed(
+                f"the disk is full: checkpoint step-{step:06d} could not be written in "
+                f"{checkpoint.checkpoint_dir(self.spec.run_dir)}; training stopped at step {step}"
+                + (f" and the last complete checkpoint ({last.name}) is kept" if last else ""),
+                f"free at least {max(need / 2**20, 1):.0f} MB on that disk (or delete old runs), then "
+                + (f"resume the run: it continues from {last.name}" if last else "start the run again"),
+                code=ErrorCode.DISK_FULL,
+            ) from None
         self.ctx.artifact(str(path), "checkpoint", step=step)
 
     def preflight(self) -> dict:

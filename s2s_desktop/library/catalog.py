@@ -119,10 +119,14 @@ class Library:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # a COMMIT that fails (disk full: SQLITE_FULL) may leave the transaction open, and then
+            # every later BEGIN fails; SQLite may also have rolled back already (then ROLLBACK would
+            # raise and hide the real error)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -274,9 +278,11 @@ class Library:
         relative = f"images/{pixel_hash[:20]}{suffix or '.' + normalized.format.lower()}"
         target = self.subject_folder(subject) / relative
         crop = imaging.Crop.centre(width, height)
-        with self.transaction() as conn:
-            imaging.copy_atomic(source, target)
-            try:
+        copied = False
+        try:
+            with self.transaction() as conn:
+                imaging.copy_atomic(source, target)
+                copied = True
                 cursor = conn.execute(
                     "INSERT INTO images (subject_id, pixel_hash, file, source_name, width, height, added_at, "
                     "crop_x, crop_y, crop_size, dhash, format, conversions) "
@@ -287,9 +293,11 @@ class Library:
                         "; ".join(normalized.conversions),
                     ),
                 )
-            except BaseException:
+        except BaseException:
+            # the COMMIT too can fail (disk full): then the copied file has no row and must go
+            if copied:
                 target.unlink(missing_ok=True)
-                raise
+            raise
         return self.image(cursor.lastrowid)
 
     def find_by_hash(self, subject_id: int, pixel_hash: str) -> ImageRecord | None:

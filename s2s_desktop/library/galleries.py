@@ -17,7 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.protocol.gallery import EVALUATION_NAME, MANIFEST_NAME, MANIFEST_VERSION, TOY_SUBJECT_NAMES
+from engine.protocol.gallery import (
+    EVALUATION_NAME,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    TOY_SUBJECT_NAMES,
+    image_file,
+)
+from engine.protocol.names import is_windows_device
 from engine.protocol.training import METHOD_TITLES
 from s2s_desktop.library.catalog import Library, LibraryError, Subject, now
 from s2s_desktop.library.runs import Run
@@ -151,6 +158,8 @@ def save_prompt_list(home: Path, name: str, prompts: list[str]) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[:60]
     if not slug:
         raise LibraryError("a prompt list needs a name with letters or digits")
+    if is_windows_device(slug):  # "CON.txt" is the console on Windows: the list would be lost
+        raise LibraryError(f"{slug!r} is a device name on Windows; save the list under another name")
     if slug in PROMPT_LIST_TITLES:
         raise LibraryError(f"{slug!r} is a shipped list; save yours under another name")
     path = home / "prompt-lists" / f"{slug}.txt"
@@ -214,6 +223,8 @@ def record_gallery(library: Library, subject_id: int | None, params: dict, title
     """A finished gallery job: one galleries row and a generations row per image (one transaction)."""
     folder = Path(params["out_dir"])
     manifest = read_manifest(folder)
+    if not manifest.get("complete", True):
+        _drop_unlisted_images(folder, manifest)
     labels = {c["key"]: c.get("label", c["key"]) for c in manifest.get("columns", [])}
     model = manifest.get("settings", {}).get("model", "")
     if not title:
@@ -239,6 +250,23 @@ def record_gallery(library: Library, subject_id: int | None, params: dict, title
                  json.dumps(extra), str(folder / image["file"]), now(), gallery_id),
             )
     return get_gallery(library, gallery_id)
+
+
+def _drop_unlisted_images(folder: Path, manifest: dict) -> None:
+    """A gallery job that died between saving a batch and listing it in the manifest leaves cell PNGs
+    the manifest does not name (and temp files of a write cut short); the library keeps exactly what
+    the manifest lists. Only names this gallery's own cells would have are touched: the folder may be
+    one the user chose, holding pictures of their own."""
+    listed = {image["file"] for image in manifest.get("images", [])}
+    rows = list(range(len(manifest.get("prompts", [])))) + ([-1] if manifest.get("prior_prompt") else [])
+    for column in manifest.get("columns", []):
+        for row in rows:
+            for seed in manifest.get("seeds", []):
+                cell = image_file(column["key"], row, seed)
+                if cell not in listed:
+                    (folder / cell).unlink(missing_ok=True)
+                for stale in (folder / cell).parent.glob(f".{Path(cell).name}.*.tmp"):  # engine.generate's temp
+                    stale.unlink(missing_ok=True)
 
 
 def get_gallery(library: Library, gallery_id: int) -> Gallery:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -111,13 +112,28 @@ def _import_one(
     try:
         record: ImageRecord = library.add_image_file(subject, Path(path), normalized, pixel_hash, dhash)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _disk_full(library, path)
         return FileResult(str(path), "refused", f"could not copy it into the library ({exc})", "io_error")
     except sqlite3.IntegrityError:  # the subject was deleted (another window, the CLI) mid-import
         return FileResult(str(path), "refused", f"{subject.name} was deleted during the import", "subject_gone")
+    except sqlite3.OperationalError as exc:
+        # the copy fitted but the catalog's journal did not (SQLITE_FULL); the copy was removed
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_FULL" and "full" not in str(exc):
+            raise
+        return _disk_full(library, path)
     hashes.append((dhash, record.source_name))
     warning = f"looks almost the same as {near[0]}; near-identical photos teach little" if near else ""
     return FileResult(
         str(path), "imported", "; ".join(normalized.conversions), "", warning=warning, image_id=record.id
+    )
+
+
+def _disk_full(library: Library, path: Path) -> FileResult:
+    return FileResult(
+        str(path), "refused",
+        f"the disk is full: there was no room to copy it into the library ({library.home}); nothing was "
+        "half-written. Free some space on that disk, then add it again", "disk_full",
     )
 
 

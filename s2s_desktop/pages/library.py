@@ -46,9 +46,10 @@ class LibraryPage(QWidget):
         self.engine = engine
         self.settings = settings
         if library is None:
+            from s2s_desktop.library import consistency
+
             library = Library()
-            # files an interrupted import or delete left behind (the catalog itself is always consistent)
-            library.clean_orphans()
+            consistency.recover(library)  # what an interrupted import or gallery left behind
         self.library = library
         self.workers = LibraryWorkers(self.library, self)
         self.demo_count = DEMO_PHOTOS
