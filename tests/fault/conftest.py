@@ -52,5 +52,5 @@ def faults(request):
         assert entry.data_lost == 0, f"{entry.fault}: {entry.data_lost} items of user data lost"
 
 
-# The Qt+asyncio loop helpers of the GUI tests (the kill tests drive the real pages).
-from tests.gui.conftest import aloop, run_until  # noqa: E402, F401
+# The GUI tests' Qt+asyncio loop helpers and toy-world engine (the kill tests drive the real pages).
+from tests.gui.conftest import aloop, run_until, toy_engine  # noqa: E402, F401

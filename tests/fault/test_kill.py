@@ -36,20 +36,6 @@ def library(isolated_home) -> Library:
     return Library(isolated_home)
 
 
-@pytest.fixture(scope="module")
-def toy_engine(qapp):
-    from s2s_desktop.demo import demo_entry, toy_model_available
-    from s2s_desktop.qt_engine import QtEngine
-
-    if not toy_model_available():
-        pytest.skip("the toy-world model is not in this checkout")
-    engine = QtEngine()
-    engine.client.start()
-    engine.client.load_model(demo_entry().load_params("cpu")).result(timeout=180)
-    yield engine
-    engine.close()
-
-
 def kill_engine(engine) -> int:
     pid = engine.client.pid
     os.kill(pid, signal.SIGKILL)
