@@ -718,16 +718,17 @@ CATEGORIES = {
 }
 
 
-def fuzz(engine: Engine, strategy, label: str) -> None:
-    run(engine, strategy, CATEGORIES[label][0], label)
+def fuzz(engine: Engine, strategy, label: str) -> int:
+    """How many generated lines each got their one error response, with the engine serving after."""
+    return run(engine, strategy, CATEGORIES[label][0], label)
 
 
 def test_unparseable_lines(engine):
-    fuzz(engine, unparseable_lines(), "unparseable")
+    assert fuzz(engine, unparseable_lines(), "unparseable") > 0
 
 
 def test_oversized_lines(engine):
-    fuzz(engine, oversized_lines(), "oversized")
+    assert fuzz(engine, oversized_lines(), "oversized") > 0
 
 
 def test_line_limit_boundary(engine):
@@ -745,31 +746,32 @@ def test_line_limit_boundary(engine):
 def test_blank_lines_are_ignored(engine):
     engine.write(b"\n \n\t\r\n\x0b\x0c\n")
     engine.hello()  # no reply for blank lines: the next one is the sentinel's
+    assert engine.proc.poll() is None
 
 
 def test_bad_envelopes(engine):
-    fuzz(engine, bad_envelopes(), "envelope")
-    fuzz(engine, duplicate_key_envelopes(), "duplicate keys")
+    assert fuzz(engine, bad_envelopes(), "envelope") > 0
+    assert fuzz(engine, duplicate_key_envelopes(), "duplicate keys") > 0
 
 
 def test_unknown_methods(engine):
-    fuzz(engine, unknown_methods(), "unknown method")
+    assert fuzz(engine, unknown_methods(), "unknown method") > 0
 
 
 def test_known_methods_with_bad_params(engine):
-    fuzz(engine, bad_method_params(engine.told), "method params")
+    assert fuzz(engine, bad_method_params(engine.told), "method params") > 0
 
 
 def test_hostile_job_params(engine):
-    fuzz(engine, hostile_jobs(engine.told), "hostile jobs")
+    assert fuzz(engine, hostile_jobs(engine.told), "hostile jobs") > 0
 
 
 def test_hostile_but_well_formed_jobs_need_a_model(engine):
-    fuzz(engine, hostile_valid_model_jobs(engine.sandbox), "hostile valid jobs")
+    assert fuzz(engine, hostile_valid_model_jobs(engine.sandbox), "hostile valid jobs") > 0
 
 
 def test_hostile_model_sources(engine):
-    fuzz(engine, hostile_model_sources(engine.sandbox), "model sources")
+    assert fuzz(engine, hostile_model_sources(engine.sandbox), "model sources") > 0
 
 
 def test_fifo_model_source_does_not_block_the_reader(engine):
@@ -812,7 +814,7 @@ def test_lone_surrogate_id_is_echoed_and_engine_survives(engine):
 
 
 def test_unknown_jobs(engine):
-    fuzz(engine, unknown_jobs(), "unknown jobs")
+    assert fuzz(engine, unknown_jobs(), "unknown jobs") > 0
 
 
 def test_engine_survived_and_wrote_nothing(engine, faults):
