@@ -1,7 +1,7 @@
 """Meaning checks for personalisation on the toy world: does a trained run draw the subject?
 
     python -m benchmarks.toy_personalize [--methods lora,pivotal,ti,dreambooth] [--subject Dotty]
-                                         [--seeds 32] [--steps N] [--json OUT]
+                                         [--seeds 32] [--steps N] [--json OUT] [--model DIR]
 
 For each method: train on the subject's rendered photos with the toy preset (prior preservation
 on where the method uses it), then with 32 fixed seeds score
@@ -98,12 +98,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--steps", type=int, default=None, help="override the toy preset's steps")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=TOY_MODEL, help="a toy-world model folder (default: the shipped one)")
     args = parser.parse_args(argv)
 
     from engine.models.registry import ModelCache, resolve_source
 
     cache = ModelCache()
-    cache.load(resolve_source({"source": str(TOY_MODEL)}), "cpu")
+    cache.load(resolve_source({"source": str(args.model)}), "cpu")
     loaded = cache.current
     subject = get_subject(args.subject)
     seeds = list(range(1000, 1000 + args.seeds))

@@ -2,7 +2,8 @@
 
     python -m eval.toy_model_bars [--model resources/toy-world] [--single 200] [--pairs 100]
 
-  * autoencoder reconstruction PSNR on held-out scenes;
+  * autoencoder reconstruction PSNR on held-out scenes, and whether the toy subjects' markings
+    survive a round trip through it;
   * single-object captions: colour / shape / background accuracy (toy evaluator), 25 DDIM steps, CFG 7.5;
   * two-object captions: both colours right, both shapes right, relation right;
   * localisation of each shape (noun) token's 16×16 cross-attention (heads, layers and steps
@@ -97,6 +98,31 @@ def vae_psnr(pipe, n: int = 200) -> float:
     return float(np.mean(10 * np.log10(4.0 / np.maximum(mse, 1e-10))))
 
 
+def subject_markings_roundtrip(pipe, n: int = 32) -> dict:
+    """Per toy subject: share of ``n`` rendered 64-px photos the evaluator recognises as the subject,
+    as rendered and after one trip through the autoencoder (encode → posterior mean → decode).
+
+    Personalisation decodes through this VAE, so a subject it cannot reconstruct cannot be learned.
+    """
+    import torch
+
+    from engine.toy.scoring import subject_present
+    from engine.toy.subjects import SUBJECTS, render_subject_photos
+
+    out = {}
+    for subject in SUBJECTS:
+        photos = np.stack([np.asarray(p) for p in render_subject_photos(subject, n, 64, seed=7)])
+        x = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        decoded = ((recon + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        out[subject.name] = {
+            "rendered": float(np.mean([subject_present(p, subject)[0] for p in photos])),
+            "round_trip": float(np.mean([subject_present(p, subject)[0] for p in decoded])),
+        }
+    return out
+
+
 def single_object_accuracy(pipe, n: int, seed: int = 0) -> dict:
     scenes = held_out_scenes(n, 1, offset=1)
     images, _ = generate(pipe, [s.caption for s in scenes], seed)
@@ -166,13 +192,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     pipe = load_pipeline(args.model)
-    results = {"model": str(args.model), "psnr_db": vae_psnr(pipe)}
+    results = {"model": str(args.model), "psnr_db": vae_psnr(pipe), "subject_markings": subject_markings_roundtrip(pipe)}
     results["single"] = single_object_accuracy(pipe, args.single)
     results["pairs"] = two_object_metrics(pipe, args.pairs)
     results["seconds"] = round(time.perf_counter() - started, 1)
     s, p = results["single"], results["pairs"]
     rows = [
         ("autoencoder PSNR, 200 held-out scenes", f"{results['psnr_db']:.1f} dB", "≥ 28 dB"),
+        *[(f"{name} recognised after a VAE round trip (32 photos; as rendered: {m['rendered']:.0%})", f"{m['round_trip']:.0%}",
+           "reported") for name, m in results["subject_markings"].items()],
         (f"single-object colour accuracy ({s['n']} captions)", f"{s['colour']:.0%}", "≥ 90%"),
         ("single-object shape accuracy", f"{s['shape']:.0%}", "≥ 80%"),
         (f"single-object background accuracy ({s['background_n']} captions naming one)", f"{s['background']:.0%}", "≥ 85%"),

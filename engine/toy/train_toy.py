@@ -6,6 +6,12 @@
 Resumable: checkpoints go to --work-dir (outside git) every few hundred steps; rerunning the same
 command continues. Everything is seeded; the dataset is rendered once and cached in the work dir.
 
+The shipped model was made in stages, each a warm start (``--init-from``) of the one before; every
+stage's command and config is recorded in ``resources/toy-world/toy_world.json``:
+``gpu`` (from scratch) → ``finetune`` (attention loss) → ``vae-markings`` (the VAE alone learns
+dots, stripes and faces, anchored so the UNet's latents stay put) → ``background`` (background
+words). A from-scratch ``cpu``/``gpu`` run already mixes marked scenes into its VAE data.
+
 Attention supervision: real Stable Diffusion localises nouns by itself from billions of captions; a
 model trained on a few thousand synthetic ones does not (its maps stay flat). The toy model exists
 to be an oracle for Prompt-to-Prompt and heatmaps, so an auxiliary loss on the 16×16
@@ -17,11 +23,13 @@ the image has no layout yet.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -42,6 +50,15 @@ class ToyTrainConfig:
     vae_steps: int = 3000
     vae_batch: int = 64
     vae_lr: float = 1e-3
+    # Share of each VAE batch drawn from marked scenes (dots, stripes, faces, colours outside the
+    # palette): personalisation subjects carry such markings and the autoencoder must keep them.
+    vae_marked_share: float = 0.5
+    # Train the VAE on random crops of this size (0: whole images). It is fully convolutional, so
+    # crops teach the same thing at a quarter of the cost on a CPU.
+    vae_crop: int = 0
+    # Warm start only: keep the encoder's posterior means of plain world scenes this close to the
+    # starting VAE's (weight on their MSE), so the UNet trained on those latents stays valid.
+    vae_anchor_weight: float = 0.0
     unet_steps: int = 6000
     unet_batch: int = 64
     unet_lr: float = 8e-4
@@ -54,6 +71,12 @@ class ToyTrainConfig:
     # > 0: lift every token's mean inside probability to this level (in log space), so the colour
     # and shape tokens of one object share the object instead of one of them vanishing.
     attn_inside_target: float = 0.0
+    # Share of captions that do not name the background which get " on a <bg> background" added
+    # (the model otherwise paints a plausible but wrong background: a held-out 75% in stage 2).
+    background_caption_share: float = 0.0
+    # Share of each batch with its timestep drawn from the noisier half, where layout and
+    # background are decided.
+    high_noise_share: float = 0.0
     checkpoint_every: int = 500
     max_minutes: float = 0.0  # 0: no limit; else stop (and export) when the budget is spent
 
@@ -66,6 +89,14 @@ PRESETS = {
     # Stage 2 of the shipped model: warm start (--init-from), balanced attention targets.
     "finetune": ToyTrainConfig(n_scenes=8000, vae_steps=0, unet_steps=1200, unet_batch=32, unet_lr=2e-4,
                                attn_weight=0.05, attn_inside_target=0.3, checkpoint_every=100),
+    # Stage 3 of the shipped model: the VAE alone learns markings (UNet and text encoder untouched;
+    # the anchor keeps the plain world's latents where the UNet expects them).
+    "vae-markings": ToyTrainConfig(n_scenes=6000, vae_steps=3000, vae_batch=32, vae_lr=5e-4, vae_crop=32,
+                                   vae_anchor_weight=0.2, unet_steps=0, checkpoint_every=250),
+    # Stage 4: background words, where stage 2 was weakest (warm start; same attention loss as stage 2).
+    "background": ToyTrainConfig(n_scenes=8000, vae_steps=0, unet_steps=1200, unet_batch=32, unet_lr=1e-4,
+                                 attn_weight=0.05, attn_inside_target=0.3, background_caption_share=0.5,
+                                 high_noise_share=0.5, checkpoint_every=100),
     "smoke": ToyTrainConfig(n_scenes=256, vae_steps=20, vae_batch=16, unet_steps=20, unet_batch=16, checkpoint_every=10),
 }
 
@@ -76,15 +107,22 @@ HELD_OUT_SEED_BASE = 1_000_000
 # ------------------------------------------------------------------------------------ data
 
 
+def _render_marked_chunk(args) -> np.ndarray:
+    start, count, seed = args
+    return np.stack([world.render(world.sample_marked_scene(np.random.default_rng([seed, 1, i])), IMAGE_SIZE)[0]
+                     for i in range(start, start + count)])
+
+
 def _render_chunk(args) -> tuple:
     start, count, seed = args
-    images, captions, masks16, token_words = [], [], [], []
+    images, captions, backgrounds, masks16, token_words = [], [], [], [], []
     for i in range(start, start + count):
         rng = np.random.default_rng([seed, i])
         scene = world.sample_scene(rng)
         image, masks = world.render(scene, IMAGE_SIZE)
         images.append(image)
         captions.append(scene.caption)
+        backgrounds.append(scene.background)
         m16 = np.zeros((2, 16, 16), np.float32)
         words = np.full((2, 2), -1, np.int16)  # per object: word index of its colour, its shape
         caption_words = scene.caption.split()
@@ -98,31 +136,36 @@ def _render_chunk(args) -> tuple:
                     break
         masks16.append(m16)
         token_words.append(words)
-    return np.stack(images), captions, np.stack(masks16), np.stack(token_words)
+    return np.stack(images), captions, np.stack(masks16), np.stack(token_words), backgrounds
 
 
-def build_dataset(n: int, seed: int, workers: int | None = None) -> dict:
+def build_dataset(n: int, seed: int, workers: int | None = None, marked: bool = True) -> dict:
     workers = workers or max(1, min(16, os.cpu_count() or 1))
     chunk = max(1, math.ceil(n / (workers * 4)))
     jobs = [(s, min(chunk, n - s), seed) for s in range(0, n, chunk)]
     with Pool(workers) as pool:
         parts = pool.map(_render_chunk, jobs)
+        marked_parts = pool.map(_render_marked_chunk, jobs) if marked else []
     return {
         "images": np.concatenate([p[0] for p in parts]),
         "captions": [c for p in parts for c in p[1]],
         "masks16": np.concatenate([p[2] for p in parts]),
         "words": np.concatenate([p[3] for p in parts]),
+        "backgrounds": [b for p in parts for b in p[4]],
+        "marked_images": np.concatenate(marked_parts) if marked else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8),
     }
 
 
 def load_or_build_dataset(work_dir: Path, config: ToyTrainConfig) -> dict:
-    path = work_dir / f"dataset-{config.seed}-{config.n_scenes}.npz"
+    marked = config.vae_steps > 0 and config.vae_marked_share > 0
+    path = work_dir / f"dataset-v2-{config.seed}-{config.n_scenes}{'-marked' if marked else ''}.npz"
     if path.exists():
         data = np.load(path, allow_pickle=False)
-        return {k: (list(data[k]) if k == "captions" else data[k]) for k in data.files}
+        return {k: (list(data[k]) if k in ("captions", "backgrounds") else data[k]) for k in data.files}
     started = time.perf_counter()
-    data = build_dataset(config.n_scenes, config.seed)
-    np.savez(path, images=data["images"], captions=np.array(data["captions"]), masks16=data["masks16"], words=data["words"])
+    data = build_dataset(config.n_scenes, config.seed, marked=marked)
+    np.savez(path, images=data["images"], captions=np.array(data["captions"]), masks16=data["masks16"], words=data["words"],
+             backgrounds=np.array(data["backgrounds"]), marked_images=data["marked_images"])
     log.info("rendered %d scenes in %.1fs", config.n_scenes, time.perf_counter() - started)
     return data
 
@@ -184,7 +227,9 @@ def fit_steps_to_budget(step: int, total: int, step_started: float, first_step: 
     return max(step + 1, min(total, fits))
 
 
-def train_vae(vae, data, config, device, work_dir, deadline) -> None:
+def train_vae(vae, data, config, device, work_dir, deadline, anchor_vae=None) -> int:
+    """L1 + MSE reconstruction of world and marked scenes; with ``anchor_vae``, plus the MSE of the
+    plain scenes' (scaled) posterior means against that frozen VAE's."""
     import torch
 
     ckpt = work_dir / "vae.pt"
@@ -196,6 +241,10 @@ def train_vae(vae, data, config, device, work_dir, deadline) -> None:
         optimizer.load_state_dict(state["optim"])
         start = int(state["step"])
     images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).contiguous()
+    marked = torch.from_numpy(data["marked_images"]).permute(0, 3, 1, 2).contiguous()
+    n_marked = int(round(config.vae_batch * config.vae_marked_share)) if len(marked) else 0
+    n_plain = config.vae_batch - n_marked
+    scale = vae.config.scaling_factor
     rng = torch.Generator().manual_seed(config.seed + 1)
     vae.train()
     total = config.vae_steps
@@ -206,12 +255,24 @@ def train_vae(vae, data, config, device, work_dir, deadline) -> None:
             total = fit_steps_to_budget(step, total, loop_started, start, deadline)
         for group in optimizer.param_groups:
             group["lr"] = config.vae_lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        index = torch.randint(0, len(images), (config.vae_batch,), generator=rng)
-        x = (images[index].to(device).float() / 127.5) - 1.0
+        index = torch.randint(0, len(images), (n_plain,), generator=rng)
+        x = images[index]
+        if n_marked:
+            x = torch.cat([x, marked[torch.randint(0, len(marked), (n_marked,), generator=rng)]])
+        if config.vae_crop:  # offsets on the latent grid (factor 4), so crops encode like whole images
+            oy, ox = (torch.randint(0, (IMAGE_SIZE - config.vae_crop) // 4 + 1, (2,), generator=rng) * 4).tolist()
+            x = x[:, :, oy : oy + config.vae_crop, ox : ox + config.vae_crop]
+        x = (x.to(device).float() / 127.5) - 1.0
         posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
+        # A warm start decodes the posterior mean, which is what the UNet's training latents were.
+        recon = vae.decode(posterior.mode() if anchor_vae is not None else posterior.sample()).sample
         loss = torch.nn.functional.l1_loss(recon, x) + torch.nn.functional.mse_loss(recon, x)
         loss = loss + 1e-6 * posterior.kl().mean()
+        if anchor_vae is not None and config.vae_anchor_weight > 0:
+            with torch.no_grad():
+                target = anchor_vae.encode(x[:n_plain]).latent_dist.mode()
+            drift = torch.nn.functional.mse_loss(posterior.mode()[:n_plain] * scale, target * scale)
+            loss = loss + config.vae_anchor_weight * drift
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -225,6 +286,7 @@ def train_vae(vae, data, config, device, work_dir, deadline) -> None:
                 log.warning("time budget spent during the VAE stage at step %d", step)
                 break
     vae.eval()
+    return step  # the steps actually run (a time budget may shrink them)
 
 
 def encode_latents(vae, data, device, batch: int = 256, keep_scaling: bool = False):
@@ -242,7 +304,7 @@ def encode_latents(vae, data, device, batch: int = 256, keep_scaling: bool = Fal
     return latents * vae.config.scaling_factor
 
 
-def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline) -> None:
+def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline) -> int:
     import torch
 
     from engine.attention import processor as attention
@@ -260,6 +322,9 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, 
     # Everything per-sample lives on the device: batches are gathered there, no host round trips.
     ids = tokenizer(data["captions"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     ids = ids.to(device)
+    # Appending keeps every earlier word's position, so the attention targets (`words`) still hold.
+    named = [c if "background" in c else f"{c} on a {bg} background" for c, bg in zip(data["captions"], data["backgrounds"], strict=True)]
+    named_ids = tokenizer(named, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(device)
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0].to(device)
     masks16 = torch.from_numpy(data["masks16"]).to(device)
     words = torch.from_numpy(data["words"].astype(np.int64)).to(device)
@@ -273,6 +338,7 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, 
     warmup = 200
     total = config.unet_steps
     loop_started = time.time()
+    done = start
     for step in range(start, 10**9):
         if step >= total:
             break
@@ -284,9 +350,18 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, 
         index = torch.randint(0, len(latents), (config.unet_batch,), generator=rng, device=device)
         x0 = latents[index]
         dropped = torch.rand(config.unet_batch, generator=rng, device=device) < config.caption_dropout
-        batch_ids = torch.where(dropped[:, None], empty[None, :], ids[index])
+        batch_ids = ids[index]
+        if config.background_caption_share > 0:
+            name_it = torch.rand(config.unet_batch, generator=rng, device=device) < config.background_caption_share
+            batch_ids = torch.where(name_it[:, None], named_ids[index], batch_ids)
+        batch_ids = torch.where(dropped[:, None], empty[None, :], batch_ids)
         noise = torch.randn(x0.shape, generator=rng, device=device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (config.unet_batch,), generator=rng, device=device)
+        steps_total = scheduler.config.num_train_timesteps
+        t = torch.randint(0, steps_total, (config.unet_batch,), generator=rng, device=device)
+        if config.high_noise_share > 0:
+            noisy_half = torch.randint(steps_total // 2, steps_total, (config.unet_batch,), generator=rng, device=device)
+            pick = torch.rand(config.unet_batch, generator=rng, device=device) < config.high_noise_share
+            t = torch.where(pick, noisy_half, t)
         noisy = scheduler.add_noise(x0, noise, t)
         store.maps.clear()
         context = text_encoder(batch_ids)[0]
@@ -305,6 +380,7 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, 
         optimizer.step()
         if step % 100 == 0 or step == total - 1:
             log.info("unet step %d/%d mse %.4f attn %.4f lr %.2e", step, total, mse.item(), attn.item(), lr)
+        done = step + 1
         out_of_time = time.time() > deadline
         if (step + 1) % config.checkpoint_every == 0 or step == total - 1 or out_of_time:
             torch.save(
@@ -317,16 +393,22 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, 
     attention.uninstall(unet)
     unet.eval()
     text_encoder.eval()
+    return done
 
 
-def export(vae, unet, text_encoder, tokenizer, scheduler, out: Path, config: ToyTrainConfig, stats: dict) -> None:
+def export(vae, unet, text_encoder, tokenizer, scheduler, out: Path, config: ToyTrainConfig, stats: dict,
+           earlier: dict | None = None) -> None:
+    """Save the pipeline; ``toy_world.json`` lists every stage, a warm start's ``earlier`` ones first."""
     from engine.models.tiny import assemble_pipeline
 
     pipe = assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler)
     pipe.save_pretrained(out, safe_serialization=True)
-    (out / "toy_world.json").write_text(
-        json.dumps({"config": dataclasses.asdict(config), **stats}, indent=2), encoding="utf-8"
-    )
+    this = {"config": dataclasses.asdict(config), **stats}
+    record = this
+    if earlier is not None:
+        stages = earlier.get("stages") or [earlier]
+        record = {"what": earlier.get("what", "toy-world demo model"), "stages": [*stages, this]}
+    (out / "toy_world.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
 
 
 def main(argv=None) -> int:
@@ -370,24 +452,38 @@ def main(argv=None) -> int:
         vae = AutoencoderKL.from_pretrained(args.init_from / "vae")
         unet = UNet2DConditionModel.from_pretrained(args.init_from / "unet")
         text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder")
-        config = dataclasses.replace(config, vae_steps=0)
+        if config.vae_steps and not config.vae_anchor_weight:
+            # An unanchored VAE would move the latent space out from under the warm-started UNet.
+            config = dataclasses.replace(config, vae_steps=0)
+    anchor_vae = None
+    if args.init_from and config.vae_steps:
+        anchor_vae = copy.deepcopy(vae).requires_grad_(False).eval().to(device)
     vae, unet, text_encoder = vae.to(device), unet.to(device), text_encoder.to(device)
     t0 = time.time()
-    vae_deadline = started + 0.25 * (deadline - started) if config.max_minutes else deadline
-    train_vae(vae, data, config, device, work_dir, vae_deadline)
+    vae_deadline = started + 0.25 * (deadline - started) if config.max_minutes and config.unet_steps else deadline
+    vae_steps_run = train_vae(vae, data, config, device, work_dir, vae_deadline, anchor_vae)
     vae_s = time.time() - t0
-    latents = encode_latents(vae, data, device, keep_scaling=bool(args.init_from))
     t1 = time.time()
-    train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline)
+    unet_steps_run = 0
+    if config.unet_steps:
+        latents = encode_latents(vae, data, device, keep_scaling=bool(args.init_from))
+        unet_steps_run = train_unet(unet, text_encoder, tokenizer, scheduler, latents, data, config, device, work_dir, deadline)
     unet_s = time.time() - t1
     stats = {
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"cpu x{os.cpu_count()}",
         "vae_seconds": round(vae_s, 1),
         "unet_seconds": round(unet_s, 1),
+        "vae_steps_run": vae_steps_run,
+        "unet_steps_run": unet_steps_run,
         "total_seconds": round(time.time() - started, 1),
     }
-    export(vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scheduler, args.out, config, stats)
+    earlier = None
+    if args.init_from and (args.init_from / "toy_world.json").exists():
+        earlier = json.loads((args.init_from / "toy_world.json").read_text(encoding="utf-8"))
+    stats["stage"] = args.preset
+    stats["command"] = "python -m engine.toy.train_toy " + " ".join(argv if argv is not None else sys.argv[1:])
+    export(vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scheduler, args.out, config, stats, earlier)
     log.info("exported to %s: %s", args.out, stats)
     return 0
 

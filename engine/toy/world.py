@@ -187,6 +187,24 @@ def sample_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scen
     return scene
 
 
+PATTERNS = ("dots", "stripes", "face")
+
+
+def sample_marked_scene(rng: np.random.Generator, marked: float = 0.75, off_palette: float = 0.4) -> Scene:
+    """A world scene whose objects carry markings and colours outside the palette (VAE data only).
+
+    The autoencoder must be able to draw what personalisation teaches (a dotted star, a teal heart),
+    not only the plain world the UNet learns, so its training mixes these in. Captions are unused.
+    """
+    scene = sample_scene(rng)
+    for obj in scene.objects:
+        if rng.random() < marked:
+            obj.pattern = PATTERNS[rng.integers(len(PATTERNS))]
+        if rng.random() < off_palette:
+            obj.rgb = tuple(int(c) for c in rng.integers(0, 256, 3))
+    return scene
+
+
 SINGLE_TEMPLATES = (
     "a {c} {s} on a {bg} background",
     "a photo of a {c} {s}",

@@ -51,12 +51,15 @@ def test_subject_swap_runs_on_the_trained_word(session, exports):
     personalisation's quality, issue 5: measured, the toy token alone draws the subject in 0 of 6
     seeds, so the same-place IoU bar (0.7) is not met: 0.16-0.54 over 8 seeds.)"""
     folder = exports("pivotal", learning_rate=1e-3, embedding_learning_rate=5e-2)
-    result = session.edit(source_prompt=SOURCE, target_prompt=TARGET, seed=2, blend_words=["star"],
-                          adapter={"folder": folder, "scale": 1.0})
+    for seed in (2, 3, 4, 5):  # the original is drawn with the adapter on: judge a seed where it drew the source
+        result = session.edit(source_prompt=SOURCE, target_prompt=TARGET, seed=seed, blend_words=["star"],
+                              adapter={"folder": folder, "scale": 1.0})
+        before = find(rgb(result["original"]), "orange")
+        if before is not None:
+            break
+    assert before is not None, "no seed of 2-5 drew the orange star with the adapter on"
     assert result["mode"] == "replace" and not result["notes"]
     assert [w["word"] for w in result["target_words"]][1] == "<dotty-star>"
-    before = find(rgb(result["original"]), "orange")
-    assert before is not None
     changed = np.abs(pixels(result) - pixels(result, "original"))[before.mask].mean()
     assert changed > 10
 

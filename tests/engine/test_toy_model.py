@@ -11,7 +11,14 @@ import pytest
 
 from engine.toy.evaluator import analyse
 from engine.toy.scoring import score_caption
-from eval.toy_model_bars import DEFAULT_MODEL, generate, held_out_scenes, load_pipeline, vae_psnr
+from eval.toy_model_bars import (
+    DEFAULT_MODEL,
+    generate,
+    held_out_scenes,
+    load_pipeline,
+    subject_markings_roundtrip,
+    vae_psnr,
+)
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model_index.json").exists(), reason="toy model not present")
 
@@ -22,7 +29,16 @@ def toy():
 
 
 def test_autoencoder_reconstructs_held_out_scenes(toy):
-    assert vae_psnr(toy, n=24) >= 28.0  # measured 30.5 dB on 200 held-out scenes
+    assert vae_psnr(toy, n=24) >= 28.0  # measured 32.6 dB on 200 held-out scenes
+
+
+def test_autoencoder_keeps_subject_markings(toy):
+    """Personalisation decodes through this VAE: a marking it cannot reconstruct cannot be learned."""
+    rates = subject_markings_roundtrip(toy, n=16)
+    assert all(r["rendered"] >= 0.9 for r in rates.values()), rates
+    # measured on these 16 photos each: Dotty 81%, Stripe 100%, Smiley 0% (32 photos: 78/100/0%);
+    # the face's thin black features do not survive yet (see README, toy world)
+    assert rates["Dotty"]["round_trip"] >= 0.6 and rates["Stripe"]["round_trip"] >= 0.85, rates
 
 
 def test_single_object_captions_are_drawn(toy):
@@ -31,7 +47,9 @@ def test_single_object_captions_are_drawn(toy):
     verdicts = [score_caption(image, scene.caption) for scene, image in zip(scenes, images, strict=True)]
     colour = np.mean([bool(v.get("colour_ok")) for v in verdicts])
     shape = np.mean([bool(v.get("shape_ok")) for v in verdicts])
-    assert colour >= 0.9 and shape >= 0.75, (colour, shape)
+    assert colour >= 0.9 and shape >= 0.75, (colour, shape)  # measured 16/16 and 16/16
+    named = [v["background_ok"] for v in verdicts if v["background_ok"] is not None]
+    assert len(named) == 9 and np.mean(named) >= 0.75, named  # measured 8 of the 9 naming one
 
 
 def test_two_object_captions_get_both_colours(toy):
@@ -77,7 +95,7 @@ def test_toy_model_loads_through_the_app_registry(tmp_path):
 
 def test_shape_tokens_are_localised_and_keep_their_attention(toy):
     """The bar of the toy-world issue, on a small fixed set: each noun's map sits on its own
-    object (measured on 100 held-out captions: 202× own/other, 10.5× in-mask/area, 2.6% share)."""
+    object (measured on 100 held-out captions: 476× own/other, 11.0× in-mask/area, 2.45% share)."""
     from eval.toy_model_bars import two_object_metrics
 
     metrics = two_object_metrics(toy, 12)
