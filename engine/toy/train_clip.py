@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from engine.toy.train_toy import build_dataset
+    from engine.toy.train_data import build_dataset
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
