@@ -33,20 +33,19 @@ Trainer(cache.current, spec, JobContext(Job("train", params), lambda e: None)).r
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-def test_kill_9_half_way_then_resume_gives_the_same_weights(make_trainer, dotty_photos, tmp_path):
-    steps = 8
-    # every segment on one thread, like the killed process: a different thread count sums in another
-    # order (measured: one weight of 1024 off by 1.7e-6 with 2 threads here against 1 there)
+@pytest.fixture
+def one_thread():
+    """Every segment on one thread, like the killed process: another thread count sums in another
+    order (measured: one weight of 1024 off by 1.7e-6 with 2 threads here against 1 there)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        _kill_and_resume(make_trainer, dotty_photos, tmp_path, steps)
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
 
 
-def _kill_and_resume(make_trainer, dotty_photos, tmp_path, steps: int) -> None:
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_kill_9_half_way_then_resume_gives_the_same_weights(make_trainer, dotty_photos, tmp_path, one_thread):
+    steps = 8
     straight = make_trainer("pivotal", run_dir=tmp_path / "straight", steps=steps, checkpoint_every=1)
     straight.run()
 
