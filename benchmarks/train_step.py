@@ -80,7 +80,7 @@ def measure_ours(loaded, tmp: Path, size: int, steps: int) -> list[float]:
     from diffusers.optimization import get_scheduler
 
     from engine.train import methods
-    from engine.train.loop import make_accelerator, make_optimizer
+    from engine.train.runtime import make_accelerator, make_optimizer
 
     trainer, images = make_trainer(loaded, tmp, size)
     cfg = trainer.config
@@ -102,7 +102,7 @@ def measure_reference(loaded, tmp: Path, size: int, steps: int) -> list[float]:
     from diffusers import DDPMScheduler
 
     from engine.train import data, methods
-    from engine.train.loop import make_accelerator
+    from engine.train.runtime import make_accelerator
 
     pipe = loaded.pipeline
     trainer, images = make_trainer(loaded, tmp, size)

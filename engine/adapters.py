@@ -91,7 +91,7 @@ def checkpoint_adapter(loaded, exports: Path, checkpoint: Path) -> Path:
     from safetensors.torch import load_file, save_file
 
     from engine.train.export import save_diffusers_lora, write_text_atomic
-    from engine.train.methods import LORA_TARGETS
+    from engine.train.methods import lora_targets
 
     target = checkpoint / ADAPTER_FOLDER
     if (target / "run_config.json").is_file():
@@ -112,7 +112,7 @@ def checkpoint_adapter(loaded, exports: Path, checkpoint: Path) -> Path:
         from types import SimpleNamespace
 
         lora_config = SimpleNamespace(r=int(config.get("rank", 8)), lora_alpha=float(config.get("alpha") or config.get("rank", 8)),
-                                      target_modules=LORA_TARGETS)
+                                      target_modules=lora_targets(config.get("lora_layers")))
         save_diffusers_lora({k: v.float() for k, v in unet_state.items()}, lora_config, tmp)
     if method in ("ti", "pivotal") and "embeddings" in state:
         emb = state["embeddings"].float()

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     train.add_argument("--lr", type=float, help="learning rate (UNet / LoRA)")
     train.add_argument("--embedding-lr", type=float, help="learning rate of the new word (ti, pivotal)")
     train.add_argument("--rank", type=int, help="LoRA rank")
+    train.add_argument("--lora-layers", choices=training.LORA_LAYERS,
+                       help="where LoRA layers go: attention (default), convolutions (ResNet + feed-forward) or all")
     train.add_argument("--batch", type=int)
     train.add_argument("--prior", action=argparse.BooleanOptionalAction, default=None,
                        help="prior preservation with class images (default: on except for ti)")
@@ -57,7 +59,8 @@ def build_config(args, n_images: int, device: str, toy: bool, base: dict | None 
             raise UsageError(f"cannot read {args.config}: {exc}") from None
     overrides = {
         "steps": args.steps, "learning_rate": args.lr, "embedding_learning_rate": args.embedding_lr,
-        "rank": args.rank, "batch": args.batch, "prior": args.prior, "class_images": args.class_images,
+        "rank": args.rank, "lora_layers": args.lora_layers, "batch": args.batch, "prior": args.prior,
+        "class_images": args.class_images,
     }
     config.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -192,7 +192,16 @@ def kohya_metadata(trainer, slug: str) -> dict[str, str]:
         "ss_flip_aug": str(cfg["flip"]),
         "ss_tag_frequency": json.dumps({slug: {trainer.instance_prompt: len(spec.images)}}, ensure_ascii=False),
         "ss_training_finished_at": str(time.time()),
+        **_kohya_network_args(cfg),
     }
+
+
+def _kohya_network_args(cfg: dict) -> dict[str, str]:
+    """kohya records LoRA on convolutions (LoCon) as network args conv_dim/conv_alpha."""
+    if cfg.get("lora_layers", "attention") == "attention":
+        return {}
+    args = {"conv_dim": str(cfg["rank"]), "conv_alpha": str(float(cfg["alpha"])), "lora_layers": cfg["lora_layers"]}
+    return {"ss_network_args": json.dumps(args)}
 
 
 def save_kohya_lora(peft_state: dict, alpha: float, path: Path, metadata: dict[str, str]) -> Path:

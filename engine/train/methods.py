@@ -2,7 +2,8 @@
 a method only decides which weights learn, at which rate, and what a checkpoint holds.
 
 - dreambooth: a float32 copy of the whole UNet (the loaded model stays as it was, for generation)
-- lora:       LoRA layers on the UNet's attention projections (to_q, to_k, to_v, to_out.0)
+- lora:       LoRA layers on the UNet's attention projections (to_q, to_k, to_v, to_out.0), or on its
+              ResNet convolutions and feed-forward layers, or both (config ``lora_layers``)
 - ti:         one new token's embedding row in a copy of the text encoder
 - pivotal:    ti + lora, trained together with a learning rate each
 
@@ -16,7 +17,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# Module-name suffixes per ``lora_layers`` choice (peft matches a target to the end of a module's
+# path). conv1/conv2 exist only in ResNet blocks; the feed-forward pair is each transformer's MLP.
+ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+CONVOLUTION_TARGETS = ["conv1", "conv2", "ff.net.0.proj", "ff.net.2"]
+LORA_TARGETS = {
+    "attention": ATTENTION_TARGETS,
+    "convolutions": CONVOLUTION_TARGETS,
+    "all": ATTENTION_TARGETS + CONVOLUTION_TARGETS,
+}
 ADAPTER = "s2s"
 
 
@@ -107,7 +116,7 @@ def _setup(method, pipeline, config, token, class_noun, device, undo: list) -> T
         # LoRA's random init comes from the run's seed: the same config gives the same run
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config["seed"])
-            add_lora(unet, config["rank"], config["alpha"])
+            add_lora(unet, config["rank"], config["alpha"], config.get("lora_layers", "attention"))
         undo.append(lambda: remove_lora(pipeline.unet))
         params = [p for n, p in unet.named_parameters() if "lora_" in n]
         for p in params:  # trainable weights stay float32 under fp16/bf16 autocast
@@ -138,11 +147,17 @@ def _setup(method, pipeline, config, token, class_noun, device, undo: list) -> T
 
 
 # ------------------------------------------------------------------------------------- LoRA
-def add_lora(unet: torch.nn.Module, rank: int, alpha: float) -> None:
+def lora_targets(layers: str | None) -> list[str]:
+    """The module suffixes for a ``lora_layers`` choice; runs from before the choice existed: attention."""
+    return list(LORA_TARGETS[layers or "attention"])
+
+
+def add_lora(unet: torch.nn.Module, rank: int, alpha: float, layers: str = "attention") -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
-    # peft's injection (not diffusers' unet.add_adapter: it needs a newer peft than we pin)
-    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+    # peft's injection (not diffusers' unet.add_adapter: it needs a newer peft than we pin); peft
+    # wraps Conv2d layers too (A: a conv of the layer's kernel to rank channels, B: a 1×1 conv back)
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=lora_targets(layers))
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
 
 

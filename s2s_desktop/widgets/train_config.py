@@ -51,6 +51,8 @@ FIELD_TEXT = {
     "batch": ("Batch size", "Photos per step (class images come on top, as many again)"),
     "rank": ("LoRA rank", "Size of the low-rank layers: higher learns more detail, files get larger"),
     "alpha": ("LoRA alpha", "Scale of the LoRA layers; empty means the same as the rank"),
+    "lora_layers": ("LoRA layers", "Where the LoRA layers go: attention (the usual), convolutions (ResNet and "
+                    "feed-forward layers, attention untouched) or all"),
     "resolution": ("Resolution (px)", "Training size; empty means the model's native size"),
     "instance_prompt": ("Instance prompt", "The caption of your photos; {token} and {class} are filled in"),
     "prior": ("Prior preservation", "Also train on class images so the model keeps drawing other members of the class"),
@@ -77,7 +79,7 @@ FIELD_TEXT = {
 }
 GROUPS = (
     ("Training", ("steps", "learning_rate", "embedding_learning_rate", "lr_warmup_steps", "batch", "rank",
-                  "alpha", "resolution", "instance_prompt", "init_word", "seed")),
+                  "alpha", "lora_layers", "resolution", "instance_prompt", "init_word", "seed")),
     ("Prior preservation", ("prior", "prior_weight", "class_prompt", "class_images", "class_image_steps")),
     ("Samples and checkpoints", ("sample_every", "sample_prompts", "sample_seeds", "sample_steps",
                                  "checkpoint_every", "keep_checkpoints")),

@@ -25,6 +25,8 @@ OVERRIDES = {
     "pivotal": dict(learning_rate=1e-2, embedding_learning_rate=1e-2, rank=4, alpha=2.0),
     "ti": dict(embedding_learning_rate=1e-2),
     "dreambooth": {},
+    # LoRA on every layer kind: the convolutions' LoRA is a Conv2d pair, which both formats must carry
+    "lora-all": dict(learning_rate=1e-2, rank=4, alpha=2.0, lora_layers="all"),
 }
 
 
@@ -45,7 +47,7 @@ def _unet_out(unet, embeds: torch.Tensor) -> torch.Tensor:
     return unet(latents, t, embeds).sample
 
 
-def _run(method: str, model_dir: Path, images: list[str], run_dir: Path) -> dict:
+def _run(key: str, model_dir: Path, images: list[str], run_dir: Path) -> dict:
     import engine.train.export as export_module
     from engine.jobs import Job, JobContext
     from engine.models.registry import ModelCache, resolve_source
@@ -56,9 +58,10 @@ def _run(method: str, model_dir: Path, images: list[str], run_dir: Path) -> dict
     cache = ModelCache()
     cache.load(resolve_source({"source": str(model_dir)}), "cpu")
     loaded = cache.current
+    method = key.split("-")[0]
     config = preset(method, len(images), "cpu")
     config.update(steps=2, batch=1, class_images=2, class_image_steps=2, sample_every=0, sample_steps=2,
-                  sample_seeds=[0], sample_prompts=["a photo of {token}"], **OVERRIDES[method])
+                  sample_seeds=[0], sample_prompts=["a photo of {token}"], **OVERRIDES[key])
     params = validate_job("train", dict(method=method, token=TOKEN, class_noun="star", images=images,
                                         run_dir=str(run_dir), config=config))
     spec = RunSpec(method=method, token=TOKEN, class_noun="star", images=images, run_dir=run_dir,
@@ -126,8 +129,9 @@ def _embedding_row(pipe, token: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ LoRA
-def test_lora_exports_reload_to_the_trained_unet(trained, tiny_model_dir):
-    run = trained("lora")
+@pytest.mark.parametrize("key", ["lora", "lora-all"])
+def test_lora_exports_reload_to_the_trained_unet(trained, tiny_model_dir, key):
+    run = trained(key)
     files, ref = run["files"], run["ref"]
     assert set(files) == {"diffusers_lora", "kohya_lora", "run_config", "model_card"}
     assert files["diffusers_lora"].name == "pytorch_lora_weights.safetensors"
@@ -166,6 +170,24 @@ def test_kohya_file_layout_and_metadata(trained):
     assert meta["ss_steps"] == "2" and float(meta["ss_learning_rate"]) == 1e-2
     assert meta["ss_resolution"] == "(64, 64)"
     assert TOKEN in meta["ss_training_comment"]
+    assert "ss_network_args" not in meta  # attention only: plain LoRA, no LoCon args
+
+
+def test_kohya_file_of_lora_on_convolutions_carries_conv_keys_and_locon_args(trained):
+    from safetensors import safe_open
+
+    run = trained("lora-all")
+    with safe_open(str(run["files"]["kohya_lora"]), "pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    conv = "lora_unet_down_blocks_0_resnets_0_conv1"
+    down, up = tensors[f"{conv}.lora_down.weight"], tensors[f"{conv}.lora_up.weight"]
+    # kohya's LoCon layout: down is a rank-channel conv with the layer's 3×3 kernel, up a 1×1 conv
+    assert down.ndim == 4 and down.shape[0] == 4 and down.shape[2:] == (3, 3)
+    assert up.ndim == 4 and up.shape[1:] == (4, 1, 1)
+    assert "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_2.lora_down.weight" in tensors
+    assert "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight" in tensors
+    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "2.0", "lora_layers": "all"}
 
 
 def test_training_left_the_base_unet_bitwise_unchanged(trained):

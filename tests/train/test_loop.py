@@ -17,15 +17,20 @@ def _base_state(loaded):
     }
 
 
-@pytest.mark.parametrize("method", ["lora", "ti", "pivotal", "dreambooth"])
-def test_every_method_trains_and_leaves_the_base_model_bitwise_unchanged(make_trainer, toy_loaded, method):
+@pytest.mark.parametrize("method, layers", [
+    ("lora", "attention"), ("lora", "all"), ("ti", None), ("pivotal", "convolutions"), ("dreambooth", None),
+])
+def test_every_method_trains_and_leaves_the_base_model_bitwise_unchanged(make_trainer, toy_loaded, method, layers):
     before = _base_state(toy_loaded)
-    trainer = make_trainer(method)
+    trainer = make_trainer(method, **({"lora_layers": layers} if layers else {}))
     seen = {}
 
     def inspect(tr):
         t = tr.trainables
         seen["trainable"] = sum(p.numel() for p in t.parameters())
+        wrapped = [(n, m) for n, m in t.unet.named_modules() if hasattr(m, "lora_A")]
+        seen["lora_kinds"] = {type(m.get_base_layer()).__name__ for _, m in wrapped}
+        seen["lora_on_attention"] = any(".attn" in n for n, _ in wrapped)
         if t.token_ids:
             weight = t.text_encoder.get_input_embeddings().weight
             original = toy_loaded.pipeline.text_encoder.get_input_embeddings().weight
@@ -46,6 +51,11 @@ def test_every_method_trains_and_leaves_the_base_model_bitwise_unchanged(make_tr
         assert seen["changed_rows"] == seen["token_ids"]  # only the new word's row moved
     expected = {"lora": 1, "ti": 1, "pivotal": 1, "dreambooth": 1}[method]
     assert seen["trainable"] >= expected
+    # which layers carried LoRA: attention projections are Linear, ResNet convolutions Conv2d, and
+    # "convolutions" leaves attention alone (its feed-forward layers are Linear)
+    assert seen["lora_kinds"] == {"attention": {"Linear"}, "all": {"Linear", "Conv2d"},
+                                  "convolutions": {"Linear", "Conv2d"}, None: set()}[layers]
+    assert seen["lora_on_attention"] == (layers in ("attention", "all"))
 
 
 def test_cancel_keeps_a_checkpoint_at_the_step_it_stopped(make_trainer, tmp_path):
@@ -131,7 +141,7 @@ def test_throttled_progress_still_carries_every_loss(toy_loaded, dotty_photos, t
 
 
 def test_a_run_folder_being_trained_elsewhere_is_refused(make_trainer, tmp_path):
-    from engine.train.loop import lock_run_folder
+    from engine.train.runtime import lock_run_folder
 
     held = lock_run_folder(_mkdir(tmp_path / "busy"))
     try:
