@@ -45,7 +45,9 @@ def make_trainer(run_dir: Path, photos: list[str], method: str = "lora", resume:
     from engine.protocol import validate_job
     from engine.train.loop import RunSpec, Trainer
 
-    overrides = {"prior": False, "keep_checkpoints": 2, **overrides}
+    # a small LoRA (rank 8 on attention, ~0.3 MB a checkpoint): the disk-full tests size their disks to it
+    small = {"rank": 8, "lora_layers": "attention"} if method in ("lora", "pivotal") else {}
+    overrides = {"prior": False, "keep_checkpoints": 2, **small, **overrides}
     params = validate_job("train", dict(
         method=method, token=TOKEN, class_noun=CLASS_NOUN, images=photos, run_dir=str(run_dir),
         class_cache_dir="", config=tiny_config(method, **overrides), resume=resume, preflight=False,
