@@ -121,7 +121,7 @@ def preset(method: str, n_images: int, device: str = "cpu", toy: bool = False) -
         # Measured with benchmarks/toy_personalize.py (see benchmarks/results/toy-personalize-cpu.md):
         # DreamBooth needs 500 steps to draw the dots (300: subject in 31% of 16 seeds, 500: 81%).
         # LoRA goes on the convolutions: the toy UNet's attention (shaped by an attention loss) breaks
-        # under plain noise-prediction loss at every rate tried (subject 0-6%); on the convolutions,
+        # under plain noise-prediction loss at every rate tried (subject 0-12%); on the convolutions,
         # rank 32 at 1e-3 draws Dotty in 75% of 32 seeds (rank 16: 59%; 5e-4: 6% of 16).
         config.update(batch=4, class_images=64, class_image_steps=20, checkpoint_every=100, sample_every=100)
         config.update(
