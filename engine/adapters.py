@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.jobs import JobFailed
 from engine.models.registry import check_safetensors_header
 from engine.train.export import DIFFUSERS_EMBEDDING, DIFFUSERS_LORA, MODEL_FOLDER
+from engine.words import tokens_of_word
 
 
 @dataclass
@@ -154,7 +155,7 @@ def _add_token(pipe, state: AppliedAdapters, folder: Path, token: str) -> None:
     if str(folder) in state.tokens or not token:
         return
     if token in pipe.tokenizer.get_vocab():  # another run taught the same word: replace it
-        pipe.unload_textual_inversion(token)
+        _unload_word(pipe, token)
         state.tokens = {k: v for k, v in state.tokens.items() if v != token}
     check_safetensors_header(folder / DIFFUSERS_EMBEDDING, str(folder / DIFFUSERS_EMBEDDING))
     pipe.load_textual_inversion(str(folder / DIFFUSERS_EMBEDDING), token=token)
@@ -166,8 +167,14 @@ def _drop_tokens(pipe, state: AppliedAdapters, keep: str = "") -> None:
     make "the base model" (or a LoRA run) draw that run's subject whenever a prompt names it."""
     for folder, token in list(state.tokens.items()):
         if folder != keep:
-            pipe.unload_textual_inversion(token)
+            _unload_word(pipe, token)
             del state.tokens[folder]
+
+
+def _unload_word(pipe, token: str) -> None:
+    names = tokens_of_word(pipe.tokenizer, token)  # a multi-vector word is several tokens: all go
+    if names:  # (diffusers unloads *every* added word when given none)
+        pipe.unload_textual_inversion(names)
 
 
 def _use_dreambooth(pipe, state: AppliedAdapters, folder: Path) -> None:

@@ -164,7 +164,9 @@ def check_prompt_length(tokenizer, prompt: str, label: str) -> None:
 
     if not prompt:
         return
-    n_tokens = len(tokenizer(prompt, truncation=False).input_ids)
+    from engine.words import spell_out
+
+    n_tokens = len(tokenizer(spell_out(tokenizer, prompt), truncation=False).input_ids)
     limit = tokenizer.model_max_length
     if n_tokens > limit:
         raise JobFailed(

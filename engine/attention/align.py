@@ -13,6 +13,7 @@ import difflib
 from dataclasses import dataclass
 
 from engine.protocol.editing import normalise_word, prompt_words
+from engine.words import spell_out
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,12 @@ class TokenizedPrompt:
 
 def tokenize(tokenizer, prompt: str) -> TokenizedPrompt:
     """CLIP's BPE works inside whitespace-separated words, so encoding each word alone and laying
-    the results end to end gives the positions of its tokens in the whole prompt."""
-    ids = tuple(tokenizer(prompt, truncation=False).input_ids)
+    the results end to end gives the positions of its tokens in the whole prompt. A learned word of
+    several vectors counts all its tokens, as the pipeline encodes it (engine/words.py)."""
+    ids = tuple(tokenizer(spell_out(tokenizer, prompt), truncation=False).input_ids)
     words, position = [], 1
     for text in prompt_words(prompt):
-        count = len(tokenizer(text, add_special_tokens=False).input_ids)
+        count = len(tokenizer(spell_out(tokenizer, text), add_special_tokens=False).input_ids)
         words.append(Word(text, tuple(range(position, position + count))))
         position += count
     if position != len(ids) - 1:  # a tokenizer that merges across spaces: one word per token

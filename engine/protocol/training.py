@@ -67,7 +67,15 @@ TRAIN_CONFIG: dict[str, Field] = {
     "flip": Field(bool, default=False),  # off: many subjects are not mirror-symmetric (text on a mug)
     "min_snr_gamma": Field(float, default=0.0, minimum=0.0, maximum=100.0),  # 0 = off
     "offset_noise": Field(float, default=0.0, minimum=0.0, maximum=1.0),
-    "init_word": Field(str, default="", max_len=60),  # ti/pivotal: start the new word here (default: class)
+    # ti/pivotal: the new word starts as this word ("" = the class noun; "{token}" = the identifier
+    # itself, as the model read it before it was a word)
+    "init_word": Field(str, default="", max_len=60),
+    # ti/pivotal: embedding vectors of the new word (diffusers' textual_inversion.py --num_vectors);
+    # 0 = one per sub-token of the start word
+    "word_vectors": Field(int, default=1, minimum=0, maximum=16),
+    # pivotal: the word trains with the LoRA for this fraction of the steps, then only the LoRA
+    # (diffusers' advanced DreamBooth-LoRA script: --train_text_encoder_ti_frac)
+    "word_train_fraction": Field(float, default=1.0, minimum=0.0, maximum=1.0),
     "seed": Field(int, default=0, minimum=0, maximum=2**31 - 1),
     "checkpoint_every": Field(int, default=100, minimum=1, maximum=100_000),
     # How many of the newest checkpoints stay (resume needs one; comparing steps in a gallery wants
@@ -87,10 +95,11 @@ TRAIN_CONFIG: dict[str, Field] = {
 
 # What each method ignores (hidden in the GUI's Advanced drawer).
 UNUSED = {
-    "dreambooth": {"rank", "alpha", "lora_layers", "embedding_learning_rate", "init_word"},
-    "lora": {"embedding_learning_rate", "init_word"},
+    "dreambooth": {"rank", "alpha", "lora_layers", "embedding_learning_rate", "init_word", "word_vectors",
+                   "word_train_fraction"},
+    "lora": {"embedding_learning_rate", "init_word", "word_vectors", "word_train_fraction"},
     "ti": {"rank", "alpha", "lora_layers", "prior", "prior_weight", "class_prompt", "class_images", "class_image_steps",
-           "learning_rate"},
+           "learning_rate", "word_train_fraction"},
     "pivotal": set(),
 }
 

@@ -93,6 +93,7 @@ def run_summary(trainer) -> dict:
         "base_model": {"name": loaded.ref.name, "location": loaded.ref.location, "kind": loaded.ref.kind},
         "base_model_version": base_model_version(trainer.pipe.unet),
         "instance_prompt": trainer.instance_prompt,
+        "word_vectors": len(trainer.trainables.token_ids),
         "class_prompt": trainer.class_prompt if trainer.uses_prior else None,
         "images": [str(p) for p in spec.images],
         "resolution": trainer.resolution,

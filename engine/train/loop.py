@@ -22,6 +22,7 @@ from engine.protocol import ErrorCode
 from engine.protocol.training import fill_prompt
 from engine.train import checkpoint, data, methods
 from engine.train.runtime import lock_run_folder, make_accelerator, make_optimizer
+from engine.words import spell_out
 
 
 @dataclass
@@ -88,13 +89,31 @@ class Trainer:
             self.classes = data.encode_latents(vae, data.load_images(paths, self.resolution), cfg["flip"])
         self.scaling = vae.config.scaling_factor
         tok = trainables.tokenizer
-        if trainables.trains_text:
-            self.instance_ids = data.tokenize(tok, [self.instance_prompt])
-            self.class_ids = data.tokenize(tok, [self.class_prompt])
-        else:  # frozen text encoder: two embeddings serve the whole run
-            te = trainables.text_encoder
-            self.instance_embeds = data.prompt_embeddings(tok, te, [self.instance_prompt])
-            self.class_embeds = data.prompt_embeddings(tok, te, [self.class_prompt])
+        # a multi-vector word is spelled out to all its tokens, as generation will (engine/words.py)
+        self.instance_ids = data.tokenize(tok, [spell_out(tok, self.instance_prompt)])
+        self.class_ids = data.tokenize(tok, [spell_out(tok, self.class_prompt)])
+        if not trainables.trains_text:
+            self.cache_prompt_embeddings()
+
+    @torch.no_grad()
+    def cache_prompt_embeddings(self) -> None:
+        """A frozen text encoder: two embeddings serve the rest of the run."""
+        te = self.trainables.text_encoder
+        self.instance_embeds = te(self.instance_ids.to(te.device))[0]
+        self.class_embeds = te(self.class_ids.to(te.device))[0]
+
+    def word_trains_until(self) -> int | None:
+        """Pivotal tuning's pivot: the step after which only the LoRA trains (None: the word trains throughout)."""
+        fraction = self.config.get("word_train_fraction", 1.0)
+        if self.spec.method != "pivotal" or fraction >= 1.0:
+            return None
+        return round(self.config["steps"] * fraction)
+
+    def maybe_freeze_word(self, step: int) -> None:
+        until = self.word_trains_until()
+        if until is not None and step > until and self.trainables.trains_text:
+            self.trainables.freeze_word()
+            self.cache_prompt_embeddings()
 
     # ------------------------------------------------------------------ one step
     def compute_loss(self, step: int) -> torch.Tensor:
@@ -171,6 +190,7 @@ class Trainer:
             raise self.numerical_failure(step, "the trained weights became NaN or infinite")
 
     def train_step(self, step: int) -> float:
+        self.maybe_freeze_word(step)  # (again after a resume past the pivot)
         loss = self.compute_loss(step)
         if not torch.isfinite(loss):
             raise self.numerical_failure(step, f"the loss became {loss.item()}")

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.protocol.training import fill_prompt
+from engine.words import vector_tokens
+
 # Module-name suffixes per ``lora_layers`` choice (peft matches a target to the end of a module's
 # path). conv1/conv2 exist only in ResNet blocks; the feed-forward pair is each transformer's MLP.
 ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -53,6 +56,13 @@ class Trainables:
         keep[self.token_ids] = False
         with torch.no_grad():
             weight[keep] = self._frozen_rows[keep]
+
+    def freeze_word(self) -> None:
+        """Pivotal tuning past its pivot: the word stays as it is, only the LoRA goes on learning."""
+        weight = self.text_encoder.get_input_embeddings().weight
+        weight.requires_grad_(False)
+        weight.grad = None  # (an optimizer skips a parameter without a gradient)
+        self.trains_text = False
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds: only what trains."""
@@ -125,7 +135,8 @@ def _setup(method, pipeline, config, token, class_noun, device, undo: list) -> T
     if method in ("ti", "pivotal"):
         tokenizer = copy.deepcopy(tokenizer)
         text_encoder = copy.deepcopy(text_encoder).to(device=device, dtype=torch.float32)
-        token_ids = add_token(tokenizer, text_encoder, token, config["init_word"] or class_noun)
+        init_word = fill_prompt(config["init_word"], token, class_noun) or class_noun
+        token_ids = add_token(tokenizer, text_encoder, token, init_word, config.get("word_vectors", 1))
         weight = text_encoder.get_input_embeddings().weight
         frozen_rows = weight.detach().clone()
         weight.requires_grad_(True)
@@ -184,16 +195,26 @@ def remove_lora(model: torch.nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------------- new token
-def add_token(tokenizer, text_encoder, token: str, init_word: str) -> list[int]:
-    """Add ``token`` as one new word, its embedding initialised from ``init_word``'s."""
-    if tokenizer.add_tokens([token]) == 0:
+def add_token(tokenizer, text_encoder, token: str, init_word: str, vectors: int = 1) -> list[int]:
+    """Add ``token`` as a new word of ``vectors`` embedding vectors (0: one per sub-token of
+    ``init_word``), starting as ``init_word``: a one-vector word as the mean of its sub-tokens (as
+    diffusers' textual_inversion.py starts from its initializer token), a longer word vector i as
+    sub-token i (cycling, as diffusers' advanced DreamBooth-LoRA script starts from its initializer
+    concept). With ``init_word`` = ``token`` and 0 vectors the word starts exactly as the model read
+    the raw identifier before it was a word."""
+    init_ids = tokenizer(init_word, add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
+    names = vector_tokens(token, vectors or len(init_ids))
+    if tokenizer.add_tokens(names) != len(names):
         raise ValueError(f"{token} is already in the tokenizer; choose a token the model does not know")
-    token_id = tokenizer.convert_tokens_to_ids(token)
+    token_ids = tokenizer.convert_tokens_to_ids(names)
     embeddings = text_encoder.get_input_embeddings()
-    if token_id >= embeddings.weight.shape[0]:
+    if max(token_ids) >= embeddings.weight.shape[0]:
         text_encoder.resize_token_embeddings(len(tokenizer))
         embeddings = text_encoder.get_input_embeddings()
-    init_ids = tokenizer(init_word, add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
     with torch.no_grad():
-        embeddings.weight[token_id] = embeddings.weight[init_ids].mean(0)
-    return [token_id]
+        if len(token_ids) == 1:
+            embeddings.weight[token_ids[0]] = embeddings.weight[init_ids].mean(0)
+        else:
+            source = [init_ids[i % len(init_ids)] for i in range(len(token_ids))]
+            embeddings.weight[token_ids] = embeddings.weight[source].clone()
+    return token_ids

@@ -69,6 +69,8 @@ def _rate_rows(method: str, cfg: dict) -> list[str]:
         rows.append(f"| Learning rate | {cfg['learning_rate']} |")
     if method in ("ti", "pivotal"):
         rows.append(f"| Embedding learning rate | {cfg['embedding_learning_rate']} |")
+        if cfg.get("word_vectors", 1) != 1:
+            rows.append(f"| Word vectors | {cfg['word_vectors'] or 'one per piece of the start word'} |")
     if method in ("lora", "pivotal"):
         rows.append(f"| LoRA rank / alpha | {cfg['rank']} / {cfg['alpha']} |")
     return rows

@@ -63,7 +63,12 @@ FIELD_TEXT = {
     "flip": ("Random flips", "Mirror photos at random (off: text and logos would be learnt mirrored too)"),
     "min_snr_gamma": ("Min-SNR γ", "Loss weighting that speeds up training; 0 turns it off (5 is common)"),
     "offset_noise": ("Offset noise", "Helps very dark or very bright images; 0 turns it off"),
-    "init_word": ("Start from word", "The new word starts as this word's embedding; empty means the class noun"),
+    "init_word": ("Start from word", "The new word starts as this word's embedding; empty means the class noun, "
+                  "{token} the identifier as the model read it before"),
+    "word_vectors": ("Word vectors", "Embedding vectors of the new word (more hold more detail); 0 means one per "
+                     "piece of the start word"),
+    "word_train_fraction": ("Word trains for", "Pivotal tuning: the fraction of the steps the new word learns "
+                            "with the LoRA; after it only the LoRA learns (1 = throughout)"),
     "seed": ("Seed", "Same seed and settings: the same run"),
     "checkpoint_every": ("Checkpoint every", "Steps between checkpoints (what pause and resume go back to)"),
     "keep_checkpoints": ("Keep checkpoints", "How many of the newest checkpoints stay, to compare steps in a gallery "
@@ -79,7 +84,7 @@ FIELD_TEXT = {
 }
 GROUPS = (
     ("Training", ("steps", "learning_rate", "embedding_learning_rate", "lr_warmup_steps", "batch", "rank",
-                  "alpha", "lora_layers", "resolution", "instance_prompt", "init_word", "seed")),
+                  "alpha", "lora_layers", "resolution", "instance_prompt", "init_word", "word_vectors", "word_train_fraction", "seed")),
     ("Prior preservation", ("prior", "prior_weight", "class_prompt", "class_images", "class_image_steps")),
     ("Samples and checkpoints", ("sample_every", "sample_prompts", "sample_seeds", "sample_steps",
                                  "checkpoint_every", "keep_checkpoints")),

@@ -27,11 +27,16 @@ OVERRIDES = {
     "dreambooth": {},
     # LoRA on every layer kind: the convolutions' LoRA is a Conv2d pair, which both formats must carry
     "lora-all": dict(learning_rate=1e-2, rank=4, alpha=2.0, lora_layers="all"),
+    # a multi-vector word: one vector per piece of the identifier, starting as those pieces
+    "pivotal-spelled": dict(learning_rate=1e-2, embedding_learning_rate=1e-2, rank=4, alpha=2.0,
+                            init_word="{token}", word_vectors=0),
 }
 
 
 def _encode(tokenizer, text_encoder, prompt: str) -> torch.Tensor:
-    ids = tokenizer([prompt], padding="max_length", max_length=tokenizer.model_max_length,
+    from engine.words import spell_out
+
+    ids = tokenizer([spell_out(tokenizer, prompt)], padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     return text_encoder(ids)[0]
 
@@ -243,6 +248,32 @@ def test_pivotal_embedding_plus_lora_reproduce_the_trained_model(trained, tiny_m
         out = _unet_out(pipe.unet, embeds)
         where = f"{embedding.name} + {lora.name}"
         torch.testing.assert_close(out, ref["unet_out"], atol=TOL, rtol=0, msg=lambda m, w=where: f"{w}: {m}")
+
+
+def test_multi_vector_word_reloads_and_is_spelled_out_as_diffusers_does(trained, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    from engine.words import tokens_of_word, vector_tokens
+
+    run = trained("pivotal-spelled")
+    files, ref = run["files"], run["ref"]
+    pieces = _fresh_pipe(tiny_model_dir).tokenizer(TOKEN, add_special_tokens=False).input_ids
+    n = len(pieces)
+    assert n > 1 and ref["embedding"].shape == (n, 32)
+    assert load_file(str(files["a1111_embedding"]))["emb_params"].shape == (n, 32)
+    assert load_file(str(files["diffusers_embedding"]))[TOKEN].shape == (n, 32)
+    assert "| Word vectors |" in files["model_card"].read_text()
+    assert json.loads(files["run_config"].read_text())["word_vectors"] == n
+    prompt = run["trainer"].instance_prompt
+    for embedding, lora in ((files["a1111_embedding"], run["folder"]), (files["diffusers_embedding"], files["kohya_lora"])):
+        pipe = _fresh_pipe(tiny_model_dir)
+        pipe.load_textual_inversion(str(embedding), token=TOKEN)
+        pipe.load_lora_weights(str(lora))
+        assert tokens_of_word(pipe.tokenizer, TOKEN) == vector_tokens(TOKEN, n)
+        with torch.no_grad():  # diffusers spells the word out itself here: training must have done the same
+            embeds = pipe.encode_prompt(prompt, "cpu", 1, False)[0]
+        torch.testing.assert_close(embeds, ref["embeds"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(_unet_out(pipe.unet, embeds), ref["unet_out"], atol=TOL, rtol=0)
 
 
 # ----------------------------------------------------------------------------------- DreamBooth

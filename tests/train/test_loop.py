@@ -95,11 +95,15 @@ def test_preflight_measures_and_writes_nothing(make_trainer):
     assert not [e for e in trainer.events if e["event"] == "artifact"]
 
 
-@pytest.mark.parametrize("method", ["lora", "ti", "pivotal"])
-def test_resume_in_process_reproduces_an_uninterrupted_run(make_trainer, tmp_path, method):
-    straight = make_trainer(method, run_dir=tmp_path / "straight", steps=6)
+# the last case resumes past pivotal tuning's pivot (the word trains steps 1-2) with a multi-vector word
+@pytest.mark.parametrize("method, extra", [
+    ("lora", {}), ("ti", {}), ("pivotal", {}),
+    ("pivotal", dict(word_train_fraction=0.34, init_word="{token}", word_vectors=0)),
+])
+def test_resume_in_process_reproduces_an_uninterrupted_run(make_trainer, tmp_path, method, extra):
+    straight = make_trainer(method, run_dir=tmp_path / "straight", steps=6, **extra)
     straight.run()
-    first_half = make_trainer(method, run_dir=tmp_path / "halves", steps=6)
+    first_half = make_trainer(method, run_dir=tmp_path / "halves", steps=6, **extra)
     first_half.train_step, original = None, first_half.train_step
 
     def stop_after_three(step):
@@ -111,13 +115,24 @@ def test_resume_in_process_reproduces_an_uninterrupted_run(make_trainer, tmp_pat
     first_half.train_step = stop_after_three
     with pytest.raises(JobCancelled):
         first_half.run()
-    resumed = make_trainer(method, run_dir=tmp_path / "halves", steps=6, resume=True)
+    resumed = make_trainer(method, run_dir=tmp_path / "halves", steps=6, resume=True, **extra)
     resumed.run()
     a = load_file(str(checkpoint.latest(tmp_path / "straight") / "trainable.safetensors"))
     b = load_file(str(checkpoint.latest(tmp_path / "halves") / "trainable.safetensors"))
     assert a.keys() == b.keys()
     worst = {key: float((a[key] - b[key]).abs().max()) for key in a}
     assert max(worst.values()) < 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_pivotal_word_stops_learning_at_the_pivot_and_the_lora_goes_on(make_trainer, tmp_path):
+    trainer = make_trainer("pivotal", steps=6, word_train_fraction=0.5, embedding_learning_rate=1e-2)
+    trainer.run()
+    at = {step: load_file(str(tmp_path / "pivotal" / "checkpoints" / f"step-{step:06d}" / "trainable.safetensors"))
+          for step in (2, 4, 6)}
+    assert not torch.equal(at[2]["embeddings"], at[4]["embeddings"])  # step 3 still trains the word
+    assert torch.equal(at[4]["embeddings"], at[6]["embeddings"])  # steps 4-6 do not
+    lora = [k for k in at[6] if k.startswith("unet.")]
+    assert lora and any(not torch.equal(at[4][k], at[6][k]) for k in lora)
 
 
 def test_throttled_progress_still_carries_every_loss(toy_loaded, dotty_photos, tmp_path):
