@@ -67,7 +67,7 @@ FIELD_TEXT = {
                   "{token} the identifier as the model read it before"),
     "word_vectors": ("Word vectors", "Embedding vectors of the new word (more hold more detail); 0 means one per "
                      "piece of the start word"),
-    "word_train_fraction": ("Word trains for", "Pivotal tuning: the fraction of the steps the new word learns "
+    "word_train_fraction": ("Word trains (share of steps)", "Pivotal tuning: the fraction of the steps the new word learns "
                             "with the LoRA; after it only the LoRA learns (1 = throughout)"),
     "seed": ("Seed", "Same seed and settings: the same run"),
     "checkpoint_every": ("Checkpoint every", "Steps between checkpoints (what pause and resume go back to)"),

@@ -42,3 +42,12 @@ def test_lora_on_the_convolutions_draws_the_subject_and_keeps_the_class(toy_load
     assert trained["subject_rate"] >= 0.65, trained  # measured 75% (bar 70%)
     # measured 88% against the base's 100% (the bar, within 10 points, is missed by one seed in 32)
     assert trained["class_accuracy"] >= base["class_accuracy"] - 0.2, (base, trained)
+
+
+def test_pivotal_draws_the_subject_and_keeps_the_class(toy_loaded, base_scores, tmp_path):
+    """The toy preset's pivotal tuning: the same LoRA, plus a word that starts as the identifier's pieces."""
+    base = base_scores
+    trained = run_method(toy_loaded, "pivotal", "Dotty", SEEDS, tmp_path)
+    assert trained["subject_rate"] >= 0.65, trained  # measured 72% (bar 70%)
+    # measured 88% against the base's 100% (the bar, within 10 points, is missed by one seed in 32)
+    assert trained["class_accuracy"] >= base["class_accuracy"] - 0.2, (base, trained)
