@@ -14,7 +14,8 @@ from engine.toy.subjects import get_subject
 
 SEEDS = list(range(1000, 1032))
 
-pytestmark = pytest.mark.slow
+# each trains a toy run (100-370 s on 2 cores) and scores 64 images: more than the suite's 300 s default
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
