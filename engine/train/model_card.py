@@ -46,7 +46,7 @@ def render(summary: dict, exports: list[dict], slug: str) -> str:
         f"| Training images | {len(summary['images'])} |",
         f"| Resolution | {summary['resolution']} px |",
         f"| Steps | {summary['steps']} (batch {cfg['batch']}) |",
-        *_rate_rows(method, cfg),
+        *_rate_rows(method, cfg, summary.get("word_vectors", 1)),
         f"| Prior preservation | {_prior(summary)} |",
         f"| Final loss | {summary['final_loss']} (mean of the last 20 steps; last step {summary['last_loss']}) |",
         f"| Seed | {cfg['seed']} |",
@@ -63,14 +63,15 @@ def render(summary: dict, exports: list[dict], slug: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rate_rows(method: str, cfg: dict) -> list[str]:
+def _rate_rows(method: str, cfg: dict, vectors: int) -> list[str]:
     rows = []
     if method != "ti":
         rows.append(f"| Learning rate | {cfg['learning_rate']} |")
     if method in ("ti", "pivotal"):
         rows.append(f"| Embedding learning rate | {cfg['embedding_learning_rate']} |")
-        if cfg.get("word_vectors", 1) != 1:
-            rows.append(f"| Word vectors | {cfg['word_vectors'] or 'one per piece of the start word'} |")
+        if vectors != 1:
+            how = ", one per piece of the start word" if not cfg.get("word_vectors", 1) else ""
+            rows.append(f"| Word vectors | {vectors}{how} (start: {cfg.get('init_word') or 'the class noun'}) |")
     if method in ("lora", "pivotal"):
         rows.append(f"| LoRA rank / alpha | {cfg['rank']} / {cfg['alpha']} |")
     return rows
