@@ -79,11 +79,6 @@ def encode_latents(vae, images: list[Image.Image], flip: bool, batch: int = 8) -
 
 
 @torch.no_grad()
-def prompt_embeddings(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
-    ids = tokenize(tokenizer, prompts).to(text_encoder.device)
-    return text_encoder(ids)[0]
-
-
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
     return tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
