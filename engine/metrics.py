@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.protocol.gallery import DEFAULT_FEATURE_MODELS, FEATURE_MODELS
+from engine.protocol.names import is_hub_id
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,7 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
 SETTINGS_HINT = "choose a local folder in Settings → Feature models"
 FILE_HINT = "choose the file in Settings → Feature models"
 TITLES = {"clip": "CLIP", "dino": "DINO", "inception": "InceptionV3 (FID/IS)", "lpips": "LPIPS"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 LPIPS_NETS = {"alex": "AlexNet", "vgg": "VGG16", "squeeze": "SqueezeNet 1.1"}
 INCEPTION_NAME = "InceptionV3 (torch-fidelity, 2015-12-05)"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -86,10 +86,6 @@ def _offline() -> bool:
         return False
 
 
-def _is_hub_id(source: str) -> bool:
-    return bool(HUB_ID.match(source)) and not source.startswith((".", "/", "~"))
-
-
 def _import(module: str, package: str, what: str):
     """Import an optional package, or say which one to install (a broken install says so too)."""
     try:
@@ -125,7 +121,7 @@ def _hub_or_folder(kind: str, source: str) -> tuple[str, bool]:
         return str(path), True
     if path.exists():
         raise Unavailable(f"{title} model {path} is a file; a {title} model is a folder: {SETTINGS_HINT}")
-    if not _is_hub_id(source):
+    if not is_hub_id(source):
         raise Unavailable(f"{title} model folder {source} does not exist: {SETTINGS_HINT}")
     from huggingface_hub import try_to_load_from_cache
 
@@ -137,7 +133,7 @@ def _hub_or_folder(kind: str, source: str) -> tuple[str, bool]:
 
 
 def _load_failed(kind: str, source: str, exc: BaseException) -> Unavailable:
-    where = "download or load" if _is_hub_id(source) and not Path(source).expanduser().exists() else "load"
+    where = "download or load" if is_hub_id(source) and not Path(source).expanduser().exists() else "load"
     return Unavailable(f"could not {where} the {TITLES[kind]} model {source} ({type(exc).__name__}: "
                        f"{_first_line(exc)}): check the connection, or {SETTINGS_HINT}")
 

@@ -81,6 +81,11 @@ def build(dist: Path, work: Path) -> dict:
         cwd=ROOT,
     )
     build_s = time.perf_counter() - start
+    dangling = sorted(str(p.relative_to(app)) for p in app.rglob("*") if p.is_symlink() and not p.exists())
+    if dangling:
+        # A link to a library the spec left out: it would fail the user's loader at run time, not here.
+        raise SystemExit(f"the bundle has links to files it does not ship: {dangling}; "
+                         "drop them in packaging/s2s.spec beside what they point to")
     start = time.perf_counter()
     archive = write_archive(app, dist / f"subject2subject-{version}-{platform_tag()}")
     archive_s = time.perf_counter() - start
@@ -116,6 +121,8 @@ def _largest_parts(app: Path, top: int = 6) -> dict[str, int]:
     internal = next((p for p in (app / "_internal", app / "Contents" / "Frameworks") if p.is_dir()), app)
     sizes = {}
     for child in internal.iterdir():
+        if child.is_symlink():  # a link's size is its target's, counted under the target's name
+            continue
         sizes[child.name] = folder_size(child)[0] if child.is_dir() else child.stat().st_size
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
 

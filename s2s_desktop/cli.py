@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from engine import protocol
+from engine.protocol.names import is_hub_id
 from s2s_desktop import __version__, cli_edit, cli_gallery, cli_subjects, cli_train
 from s2s_desktop.cli_common import (
     EXIT_FAILED,
@@ -23,6 +24,7 @@ from s2s_desktop.cli_common import (
     UsageError,
     error_text,
 )
+from s2s_desktop.engine_client import EngineError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"s2s: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except EngineError as exc:  # the engine failed (not the input): a message, not a traceback
+        print(f"s2s: {error_text({'message': exc.message, 'hint': exc.hint})}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("s2s: interrupted", file=sys.stderr)
         return 130
@@ -134,8 +139,13 @@ def models_add(args) -> int:
         source = str(local.resolve())
     name = args.name or (local.stem if local.is_file() else local.name if local.exists() else source.split("/")[-1])
     entry = ModelEntry(name=name, source=source, allow_pickle=args.allow_pickle, config=args.config)
+    if not local.exists() and not is_hub_id(source):
+        raise UsageError(
+            f"no file or folder at {local} (and {source!r} is not a hub id like owner/name): "
+            "check the path, or give a hub id to download"
+        )
     with Session() as session:
-        if not local.exists() and "/" in source:
+        if not local.exists():
             record = session.run_job("download_model", {"repo_id": source}, f"download {source}")
             if record.state != "finished":
                 print(f"s2s: download {record.state}: {error_text(record.error)}", file=sys.stderr)

@@ -67,7 +67,8 @@ class Session:
 
         self._done: dict[str, threading.Event] = {}
         self._printers: dict[str, ProgressPrinter] = {}
-        self.client = EngineClient(on_event=self._on_event, auto_restart=False)
+        self._engine_log = _open_engine_log()
+        self.client = EngineClient(on_event=self._on_event, on_log=self._on_log, auto_restart=False)
 
     def __enter__(self) -> Session:
         self.client.start()
@@ -75,6 +76,16 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.client.close()
+        if self._engine_log is not None:
+            self._engine_log.close()
+
+    def _on_log(self, line: str) -> None:
+        # Engine messages say "see the engine log": without a GUI log dock, this file is that log.
+        if self._engine_log is not None:
+            try:
+                self._engine_log.write_line(line, "engine")
+            except (OSError, ValueError):
+                self._engine_log = None
 
     def _on_event(self, message: dict) -> None:
         job = message.get("job", "")
@@ -107,13 +118,31 @@ class Session:
             return self.client.load_model(params).result()
         except EngineError as exc:
             if exc.code in INPUT_ERRORS:
-                raise UsageError(str(exc)) from None
+                raise UsageError(error_text({"message": exc.message, "hint": exc.hint})) from None
             raise
+
+
+def engine_log_path():
+    from s2s_desktop.console import CLI_ENGINE_LOG_NAME, logs_dir
+
+    return logs_dir() / CLI_ENGINE_LOG_NAME
+
+
+def _open_engine_log():
+    from s2s_desktop.console import LogFile
+
+    try:
+        return LogFile(engine_log_path())
+    except OSError:  # an unwritable data folder must not stop a command
+        return None
 
 
 def error_text(error: dict | None) -> str:
     error = error or {}
-    return error.get("message", "failed") + (f" — {error['hint']}" if error.get("hint") else "")
+    hint = error.get("hint") or ""
+    if "log" in hint:  # "the log has details", "see the engine log …": say where it is
+        hint += f" ({engine_log_path()})"
+    return error.get("message", "failed") + (f" — {hint}" if hint else "")
 
 
 # ---------------------------------------------------------------------------------------------

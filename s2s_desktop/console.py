@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 LOG_NAME = "s2s.log"
+CLI_ENGINE_LOG_NAME = "cli-engine.log"  # the engine's stderr during an `s2s` command
 MAX_LOG_BYTES = 5 * 1024 * 1024
 
-_log_file: _LogFile | None = None
+_log_file: LogFile | None = None
 
 
 def logs_dir() -> Path:
@@ -29,7 +30,7 @@ def logs_dir() -> Path:
     return app_home() / "logs"
 
 
-class _LogFile:
+class LogFile:
     """Appends whole lines with a timestamp; rolls ``s2s.log`` over to ``s2s.log.1`` at start when
     it has grown past :data:`MAX_LOG_BYTES`."""
 
@@ -46,11 +47,15 @@ class _LogFile:
         with self._lock:
             self._fh.write(f"{stamp} [{source}] {line.rstrip()}\n")
 
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
 
 class _Tee(io.TextIOBase):
     """A text stream that writes to the original stream (if any) and, line by line, to the log."""
 
-    def __init__(self, original, log: _LogFile, source: str):
+    def __init__(self, original, log: LogFile, source: str):
         self._original, self._log, self._source = original, log, source
         self._partial = ""
 
@@ -112,7 +117,7 @@ def prepare(argv: list[str] | None = None) -> Path | None:
     if _has_terminal(sys.stderr):
         return None
     try:
-        _log_file = _LogFile(logs_dir() / LOG_NAME)
+        _log_file = LogFile(logs_dir() / LOG_NAME)
     except OSError:
         return None  # an unwritable log folder must not stop the app
     _log_file.write_line(f"start: {' '.join(argv)}", "app")

@@ -43,6 +43,7 @@ from engine.models.hub_files import (  # noqa: F401  (pipeline_components, weigh
     plan_files,
     weight_variant,
 )
+from engine.protocol.names import is_hub_id
 
 # hf_hub hands bytes to the progress bar in chunks of this size: the cancel latency on a slow line.
 CHUNK_BYTES = 256 * 1024
@@ -312,11 +313,9 @@ def _endpoint() -> str | None:
 
 def run_download_job(params: dict, ctx: JobContext, state: Any = None) -> dict:
     """Download ``params["repo_id"]`` (at ``params["revision"]``) into the HF cache; see module doc."""
-    from engine.models.registry import HUB_ID
-
     repo_id = params["repo_id"].strip()
     revision = params.get("revision") or None
-    if not HUB_ID.match(repo_id):
+    if not is_hub_id(repo_id):
         raise JobFailed(
             f"{repo_id[:200]!r} is not a hub id", "a hub id looks like owner/name", code="invalid_params"
         )

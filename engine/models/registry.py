@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import pickle
-import re
 import stat
 import struct
 import threading
@@ -21,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.protocol import ErrorCode, ProtocolError
+from engine.protocol.names import is_hub_id
 
 log = logging.getLogger("s2s.models")
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
 SAFE_SUFFIXES = {".safetensors"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline"}
 
 
@@ -86,7 +85,7 @@ def resolve_source(params: dict) -> ModelRef:
                 )
             config = str(config_path.resolve())
         return ModelRef("single_file", str(path), name, allow_pickle, config)
-    if HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+    if is_hub_id(source):
         return ModelRef("hub", source, params.get("name") or source, allow_pickle)
     raise ProtocolError(
         ErrorCode.NOT_FOUND,

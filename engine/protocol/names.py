@@ -46,3 +46,12 @@ def file_name_problem(name: str, whole: bool = True) -> str | None:
 
 def file_prefix_problem(prefix: str) -> str | None:
     return file_name_problem(prefix, whole=False)
+
+
+# A Hugging Face repo id, as the hub accepts it (owner up to 96 characters, name up to 96).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+
+def is_hub_id(text: str) -> bool:
+    """``owner/name``; never a path (``./a/b``, ``/a/b``, ``~/a``), so a missing file is not a repo."""
+    return bool(HUB_ID.match(text)) and not text.startswith((".", "/", "~"))

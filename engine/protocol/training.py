@@ -38,6 +38,7 @@ MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 #                   as it is (kohya's LoCon adds these convolutions to attention)
 #   all           — both
 LORA_LAYERS = ("attention", "convolutions", "all")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 def _positive_list(value: list) -> str | None:
@@ -50,6 +51,8 @@ TRAIN_CONFIG: dict[str, Field] = {
     "learning_rate": Field(float, default=1e-4, minimum=1e-8, maximum=1.0),
     "embedding_learning_rate": Field(float, default=5e-4, minimum=1e-8, maximum=1.0),  # ti, pivotal
     "lr_warmup_steps": Field(int, default=0, minimum=0, maximum=100_000),
+    # after the warm-up: hold the rate, or decay it to 0 by the last step (diffusers' --lr_scheduler)
+    "lr_schedule": Field(str, default="constant", choices=LR_SCHEDULES),
     "batch": Field(int, default=2, minimum=1, maximum=64),
     "rank": Field(int, default=8, minimum=1, maximum=256),  # lora, pivotal
     "alpha": Field(float, default=None, minimum=0.01, maximum=1024.0),  # default: = rank

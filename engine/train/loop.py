@@ -287,9 +287,10 @@ class Trainer:
             self.trainables = methods.setup(spec.method, self.pipe, cfg, spec.token, spec.class_noun, self.device)
             self.build_caches(class_paths)
             self.optimizer = make_optimizer(cfg, self.trainables.param_groups, self.device)
+            # diffusers' schedules; our "constant" holds the rate after the warm-up
+            schedule = "constant_with_warmup" if cfg["lr_schedule"] == "constant" else cfg["lr_schedule"]
             self.lr_scheduler = get_scheduler(
-                "constant_with_warmup", self.optimizer, num_warmup_steps=cfg["lr_warmup_steps"],
-                num_training_steps=cfg["steps"],
+                schedule, self.optimizer, num_warmup_steps=cfg["lr_warmup_steps"], num_training_steps=cfg["steps"],
             )
             self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
             self.trainables.unet.train()

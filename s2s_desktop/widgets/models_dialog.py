@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 from qasync import asyncSlot
 
+from engine.protocol.names import is_hub_id
 from s2s_desktop.demo import DEMO_MODEL_NAME
 from s2s_desktop.settings import ModelEntry, Settings
 
@@ -204,7 +204,7 @@ class ModelsDialog(QDialog):
     @asyncSlot()
     async def on_download(self) -> None:
         repo_id = self.hub_id.text().strip()
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        if not is_hub_id(repo_id):
             self.show_message("A hub id looks like owner/name, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5.", error=True)
             return
         self.download_button.setEnabled(False)

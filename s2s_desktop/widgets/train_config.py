@@ -48,6 +48,7 @@ FIELD_TEXT = {
     "learning_rate": ("Learning rate", "Of the UNet (DreamBooth) or the LoRA layers"),
     "embedding_learning_rate": ("Word learning rate", "Of the new word's embedding (Textual Inversion, pivotal)"),
     "lr_warmup_steps": ("Warm-up steps", "The learning rate rises from 0 over these steps"),
+    "lr_schedule": ("Rate schedule", "After the warm-up: hold the rate (constant), or lower it to 0 by the last step"),
     "batch": ("Batch size", "Photos per step (class images come on top, as many again)"),
     "rank": ("LoRA rank", "Size of the low-rank layers: higher learns more detail, files get larger"),
     "alpha": ("LoRA alpha", "Scale of the LoRA layers; empty means the same as the rank"),
@@ -83,7 +84,7 @@ FIELD_TEXT = {
     "max_grad_norm": ("Max gradient norm", "Clip gradients to this norm; 0 turns it off"),
 }
 GROUPS = (
-    ("Training", ("steps", "learning_rate", "embedding_learning_rate", "lr_warmup_steps", "batch", "rank",
+    ("Training", ("steps", "learning_rate", "embedding_learning_rate", "lr_warmup_steps", "lr_schedule", "batch", "rank",
                   "alpha", "lora_layers", "resolution", "instance_prompt", "init_word", "word_vectors", "word_train_fraction", "seed")),
     ("Prior preservation", ("prior", "prior_weight", "class_prompt", "class_images", "class_image_steps")),
     ("Samples and checkpoints", ("sample_every", "sample_prompts", "sample_seeds", "sample_steps",

@@ -24,7 +24,7 @@ def test_version():
     assert result.returncode == 0 and result.stdout.startswith("s2s ")
 
 
-def test_generate_from_a_folder_model(tiny_model_dir, tmp_path):
+def test_generate_from_a_folder_model(tiny_model_dir, tmp_path, isolated_home):
     out = tmp_path / "out"
     result = s2s("generate", "--model", tiny_model_dir, "--prompt", "a red star", "--seed", 3, "--steps", 4, "--out", out)
     assert result.returncode == 0, result.stderr
@@ -33,6 +33,17 @@ def test_generate_from_a_folder_model(tiny_model_dir, tmp_path):
     with Image.open(paths[0]) as image:
         assert "Seed: 3" in image.info["parameters"]
     assert "4/4" in result.stderr  # the progress bar
+    # the engine's own log (its stderr) is kept, since its error hints point there
+    engine_log = (isolated_home / "logs" / "cli-engine.log").read_text(encoding="utf-8")
+    assert "[engine]" in engine_log and "ready" in engine_log
+
+
+def test_an_error_hint_that_points_at_the_log_says_where_it_is(isolated_home):
+    from s2s_desktop.cli_common import error_text
+
+    text = error_text({"message": "RuntimeError: boom", "hint": "see the engine log for the traceback"})
+    assert text.endswith(f"({isolated_home / 'logs' / 'cli-engine.log'})")
+    assert error_text({"message": "no prompt", "hint": "give --prompt"}) == "no prompt — give --prompt"
 
 
 def test_models_add_list_then_generate_with_active_model_json(tiny_model_dir, tiny_single_file, tmp_path):
@@ -64,6 +75,11 @@ def test_bad_input_exits_2_with_a_message(tiny_model_dir, tmp_path):
     assert missing.returncode == 2 and "neither an existing file" in missing.stderr
     both = s2s("generate", "--demo", "--model", tiny_model_dir, "--prompt", "x", "--out", tmp_path)
     assert both.returncode == 2 and "either --demo or --model" in both.stderr
+    # a missing file is a wrong path, not a hub repo to download: say so, before any engine starts
+    missing_file = s2s("models", "add", tmp_path / "gone" / "model.ckpt")
+    assert missing_file.returncode == 2 and "no file or folder at" in missing_file.stderr
+    assert "download" not in missing_file.stderr.split(":")[0]
+    assert [m["name"] for m in json.loads(s2s("models", "list", "--json").stdout)] == ["Toy world (demo)"]
 
 
 def test_pickle_checkpoint_refused_unless_opted_in(tmp_path):

@@ -95,9 +95,10 @@ def test_preflight_measures_and_writes_nothing(make_trainer):
     assert not [e for e in trainer.events if e["event"] == "artifact"]
 
 
-# the last case resumes past pivotal tuning's pivot (the word trains steps 1-2) with a multi-vector word
+# the cosine case resumes mid-decay (the schedule's state travels in the checkpoint); the last one
+# resumes past pivotal tuning's pivot (the word trains steps 1-2) with a multi-vector word
 @pytest.mark.parametrize("method, extra", [
-    ("lora", {}), ("ti", {}), ("pivotal", {}),
+    ("lora", {}), ("lora", dict(lr_schedule="cosine")), ("ti", {}), ("pivotal", {}),
     ("pivotal", dict(word_train_fraction=0.34, init_word="{token}", word_vectors=0)),
 ])
 def test_resume_in_process_reproduces_an_uninterrupted_run(make_trainer, tmp_path, method, extra):
@@ -133,6 +134,19 @@ def test_pivotal_word_stops_learning_at_the_pivot_and_the_lora_goes_on(make_trai
     assert torch.equal(at[4]["embeddings"], at[6]["embeddings"])  # steps 4-6 do not
     lora = [k for k in at[6] if k.startswith("unet.")]
     assert lora and any(not torch.equal(at[4][k], at[6][k]) for k in lora)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_the_rate_schedule_holds_or_decays_to_zero_by_the_last_step(make_trainer, schedule):
+    trainer = make_trainer("lora", steps=8, lr_warmup_steps=2, lr_schedule=schedule, learning_rate=1e-3)
+    trainer.run()
+    rates = [e["lr"] for e in trainer.events if e["event"] == "progress" and e.get("phase") == "train"]
+    assert len(rates) == 8 and rates[0] == pytest.approx(5e-4)  # after step 1 of a 2-step warm-up
+    assert rates[1] == pytest.approx(1e-3)
+    if schedule == "constant":
+        assert rates[1:] == pytest.approx([1e-3] * 7)
+    else:
+        assert all(a > b for a, b in zip(rates[1:], rates[2:], strict=False)) and rates[-1] == pytest.approx(0)
 
 
 def test_throttled_progress_still_carries_every_loss(toy_loaded, dotty_photos, tmp_path):
