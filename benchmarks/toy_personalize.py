@@ -54,7 +54,9 @@ def score_pipeline(pipe, subject, prompt: str, seeds: list[int]) -> dict:
 
 
 def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir: Path, steps: int | None = None,
-               overrides: dict | None = None) -> dict:
+               overrides: dict | None = None, score: bool = True) -> dict:
+    """Train ``method``'s toy preset in ``workdir/method`` (exports kept there) and, with ``score``,
+    score the trained model on ``seeds``."""
     from engine.jobs import Job, JobContext
     from engine.protocol import validate_job
     from engine.protocol.training import preset
@@ -81,9 +83,10 @@ def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir
                    class_cache_dir=workdir / "class-cache")
     scores: dict = {}
     trainer = Trainer(loaded, spec, JobContext(Job("train", params), lambda event: None))
-    trainer.on_trained = lambda tr: scores.update(
-        score_pipeline(tr.sampling_pipeline(), subject, tr.instance_prompt, seeds)
-    )
+    if score:
+        trainer.on_trained = lambda tr: scores.update(
+            score_pipeline(tr.sampling_pipeline(), subject, tr.instance_prompt, seeds)
+        )
     started = time.perf_counter()
     result = trainer.run()
     scores.update(method=method, steps=params["config"]["steps"], seconds=round(time.perf_counter() - started, 1),

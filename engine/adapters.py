@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,9 @@ class AppliedAdapters:
     base_unet: object = None  # the base UNet while a DreamBooth UNet is swapped in
     dreambooth_folder: str = ""
     active: tuple = ()
+    method: str = ""  # of the active run ("" when none)
+    token: str = ""  # the active run's identifier
+    lora_name: str = ""  # the active run's adapter name on the pipeline (LoRA, pivotal)
 
 
 def describe(folder: Path) -> dict:
@@ -59,6 +63,7 @@ def apply(loaded, spec: dict | None) -> tuple:
     key = (str(folder), (folder / "run_config.json").stat().st_mtime_ns, method, scale)
     if state.active == key:
         return key
+    state.active, state.method, state.lora_name = (), "", ""  # until the new run is on
     if method == "dreambooth":
         _disable_lora(pipe, state)
         _use_dreambooth(pipe, state, folder)
@@ -75,7 +80,7 @@ def apply(loaded, spec: dict | None) -> tuple:
             _drop_tokens(pipe, state)
     if method == "dreambooth":
         _drop_tokens(pipe, state)
-    state.active = key
+    state.active, state.method, state.token = key, method, summary.get("token", "")
     return key
 
 
@@ -144,6 +149,7 @@ def _use_lora(pipe, state: AppliedAdapters, folder: Path, scale: float) -> None:
         state.lora_names[str(folder)] = name
     pipe.enable_lora()
     pipe.set_adapters([name], adapter_weights=[scale])
+    state.lora_name = name
 
 
 def _disable_lora(pipe, state: AppliedAdapters) -> None:
@@ -218,3 +224,72 @@ def _remove_all(pipe, state: AppliedAdapters) -> None:
     _disable_lora(pipe, state)
     _drop_tokens(pipe, state)
     state.active = ()
+    state.method = state.token = state.lora_name = ""
+
+
+# ------------------------------------------------------------------------ the target branch only
+def _state(loaded) -> AppliedAdapters:
+    return getattr(loaded, "adapters", None) or AppliedAdapters()
+
+
+def named_in(loaded, prompt: str) -> bool:
+    """Whether ``prompt`` names the active run's word (then the run drew that picture)."""
+    from engine.protocol.editing import normalise_word, prompt_words
+
+    token = _state(loaded).token
+    return bool(token) and any(normalise_word(word) == token.lower() for word in prompt_words(prompt))
+
+
+def changes_unet(loaded) -> bool:
+    """The active run changes the UNet (LoRA, pivotal, DreamBooth), not only the words."""
+    return _state(loaded).method in ("lora", "pivotal", "dreambooth")
+
+
+@contextmanager
+def plain_unet(loaded):
+    """The base model's UNet for the duration: the active run's LoRA layers switched off, or the
+    base UNet swapped back in for a DreamBooth run (the words stay: a prompt without them is
+    encoded as by the base model)."""
+    state, pipe = _state(loaded), loaded.pipeline
+    if state.method == "dreambooth" and state.base_unet is not None:
+        tuned, pipe.unet = pipe.unet, state.base_unet
+        try:
+            yield
+        finally:
+            pipe.unet = tuned
+    elif state.lora_name:
+        pipe.unet.disable_lora()
+        try:
+            yield
+        finally:
+            pipe.unet.enable_lora()
+    else:
+        yield
+
+
+@contextmanager
+def lora_on_rows(loaded, rows_on: list[bool]):
+    """Run the active LoRA on some rows of each UNet batch only: the batch is ``rows_on`` repeated
+    (classifier-free guidance doubles it), False rows get the base layers exactly. This is peft's
+    mixed-adapter batch (``adapter_names``, "__base__" for none); PeftModel passes it down with
+    forward hooks, and a pipeline's injected UNet has no PeftModel, so the same hooks are set here."""
+    from peft.tuners.lora import LoraLayer
+
+    name = _state(loaded).lora_name
+    if not name:
+        raise ValueError("no LoRA is active")
+
+    def pass_names(module, args, kwargs):
+        batch = (args[0] if args else kwargs["x"]).shape[0]
+        if batch % len(rows_on):
+            raise ValueError(f"a UNet batch of {batch} does not repeat the {len(rows_on)} edit rows")
+        kwargs["adapter_names"] = [name if on else "__base__" for on in rows_on] * (batch // len(rows_on))
+        return args, kwargs
+
+    handles = [module.register_forward_pre_hook(pass_names, with_kwargs=True)
+               for module in loaded.pipeline.unet.modules() if isinstance(module, LoraLayer)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

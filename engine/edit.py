@@ -15,6 +15,7 @@ runs only the target branch against that record: half the batch.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -237,8 +238,14 @@ def run_edit_job(params: dict, ctx, state) -> dict:
         embeds, _ = pipe.encode_prompt([source_text, target_text], pipe.device, 1, False)
         negative, _ = pipe.encode_prompt([negative_text], pipe.device, 1, False)
         embeds, negative = embeds.clone(), negative.clone()  # usable outside inference mode (null-text)
-    model_key = (loaded.key, adapter_key)
-    source = prepare_source(pipe, params, scheduler, embeds[:1], negative, caches, model_key, ctx)
+    # Putting a subject in: a run whose word the source prompt does not name did not draw the
+    # source picture, so the source branch (and its inversion) runs on the base model and only the
+    # target branch gets the run's UNet. A source that names the word was drawn with the run: both.
+    named = adapters.named_in(loaded, source_text)
+    split = adapters.changes_unet(loaded) and not named
+    model_key = (loaded.key, adapter_key if named else ())  # what the source branch depends on
+    with adapters.plain_unet(loaded) if split else contextlib.nullcontext():
+        source = prepare_source(pipe, params, scheduler, embeds[:1], negative, caches, model_key, ctx)
     if source.uncond_is_source:
         negative = embeds[:1]
         if negative_text:
@@ -246,7 +253,8 @@ def run_edit_job(params: dict, ctx, state) -> dict:
             neg = None
     spec = build_spec(params, mode, src, tgt, steps, notes)
     layers = attention.attention_layers(pipe.unet, *source.start.shape[-2:])
-    editing = mode != "same" or bool(params["reweight"])  # asked-for reweights run even at 1.0
+    # asked-for reweights run even at 1.0; a subject on the target side is an edit even at target = source
+    editing = mode != "same" or bool(params["reweight"]) or split
     capture = capture_resolutions(layers, params["heatmaps"], editing)
     if spec.blend_source or spec.blend_target:
         spec.blend_res = blend_resolution(layers)
@@ -255,6 +263,7 @@ def run_edit_job(params: dict, ctx, state) -> dict:
     replay = caches.records.get(source_key) if editing else None
     if replay is not None and not replay.covers(spec):
         replay = None
+    reused = replay is not None
     rows = "target" if replay is not None else ("pair" if editing else "source")
     record = None
     if rows == "pair":  # a heatmap-only look records nothing: the first edit after it does
@@ -262,13 +271,42 @@ def run_edit_job(params: dict, ctx, state) -> dict:
         needed = record_bytes(pipe.unet, layers, cross_until, self_until, embeds.element_size())
         if needed <= devices.cache_budget_bytes(loaded.device):
             record = SourceRecord(cross_until=cross_until, self_until=self_until)
+        elif split and loaded.adapters.method == "dreambooth":
+            split = False
+            notes.append(f"the source branch's attention ({needed / 2**30:.1f} GiB) is over the cache budget, so "
+                         "the fine-tuned model draws both branches: the original may change a little")
         else:
             notes.append(f"the source branch's attention ({needed / 2**30:.1f} GiB) is over the cache budget; "
                          "re-renders recompute it")
     token_counts = (len(src.ids), len(tgt.ids), len(neg.ids) if neg else 0)
+    if rows == "pair" and split and loaded.adapters.method == "dreambooth":
+        # Two UNets cannot share a batch: the base model draws and records the source branch
+        # first, and the fine-tuned one draws the target against that record, as a re-render does.
+        with adapters.plain_unet(loaded):
+            recorder = EditController(layers, "source", spec, capture, token_counts, guidance > 1.0, record=record)
+            _sample(pipe, scheduler, recorder, source, embeds[:1], negative, guidance, ctx, None, record)
+        caches.records.put(source_key, record)
+        replay, record, rows = record, None, "target"
     controller = EditController(layers, rows, spec if editing else None, capture, token_counts, guidance > 1.0,
                                 record=record, replay=replay)
     cond = {"pair": embeds, "source": embeds[:1], "target": embeds[1:]}[rows]
+    # a LoRA run shares the batch: peft adds it to the target rows only, the source rows stay exact
+    rows_on = adapters.lora_on_rows(loaded, [False, True]) if split and rows == "pair" else contextlib.nullcontext()
+    with rows_on:
+        images = _sample(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record)
+    if record is not None:
+        caches.records.put(source_key, record)
+    source_image = replay.source_image if replay is not None else images[0]
+    edited_image = images[-1]
+    result = _write_outputs(params, ctx, loaded, source, source_image, edited_image, controller, layers, capture,
+                            scheduler, src, tgt, neg, mode, notes, reused, started)
+    result["subject_branch"] = ("target" if split else "both") if adapter_key else ""
+    return result
+
+
+def _sample(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record) -> list:
+    """One denoising run under the controller's attention; the decoded rows. A record being made
+    keeps the decoded source picture."""
     attention.install(pipe.unet, controller, controller.controlled_layers())
     try:
         with torch.no_grad():
@@ -278,11 +316,7 @@ def run_edit_job(params: dict, ctx, state) -> dict:
         attention.uninstall(pipe.unet)
     if record is not None:
         record.source_image = images[0]
-        caches.records.put(source_key, record)
-    source_image = replay.source_image if replay is not None else images[0]
-    edited_image = images[-1]
-    return _write_outputs(params, ctx, loaded, source, source_image, edited_image, controller, layers, capture,
-                          scheduler, src, tgt, neg, mode, notes, replay is not None, started)
+    return images
 
 
 def _write_outputs(params, ctx, loaded, source, source_image, edited_image, controller, layers, capture, scheduler,

@@ -127,3 +127,35 @@ def prompt_words(prompt: str) -> list[str]:
 def normalise_word(word: str) -> str:
     """How a word from the strip or the command line is matched: case and edge punctuation ignored."""
     return word.strip(".,;:!?\"'()[]").lower()
+
+
+# Putting a learned subject into a picture (the Edit page's "Put … in", `s2s edit --subject`).
+# Measured on the toy world (benchmarks/results/insertion-sweep-cpu.md); the run's LoRA goes on the
+# target branch only, so these say how much of the source's attention the subject's branch keeps.
+INSERTION_DEFAULTS = {"cross_steps": 0.8, "self_steps": 0.4, "blend_threshold": 0.3, "lora_scale": 1.0}
+
+
+def insertion_target(prompt: str, into: str, token: str, class_noun: str) -> str:
+    """The target prompt of a subject insertion: the word ``into`` becomes "token noun", the phrase
+    the run learned ("a dog on a sofa" → "a <rex-dog> dog on a sofa", "a cat on a sofa" with into
+    "cat" → "a <rex-dog> dog on a sofa"); a word right before the class noun becomes the token alone
+    ("a red star" with into "red" → "a <dotty-star> star"). Raises ValueError when the prompt has
+    no such word."""
+    words = prompt_words(prompt)
+    want = normalise_word(into)
+    index = next((i for i, w in enumerate(words) if normalise_word(w) == want), None)
+    if index is None:
+        raise ValueError(f"the prompt has no word {into!r} to put the subject in place of")
+    word = words[index]
+    core = normalise_word(word)
+    start = word.lower().index(core)
+    noun = normalise_word(class_noun)
+    before_noun = core != noun and index + 1 < len(words) and normalise_word(words[index + 1]) == noun
+    replacement = token if before_noun else f"{token} {class_noun}"
+    words[index] = word[:start] + replacement + word[start + len(core):]
+    return " ".join(words)
+
+
+def insertion_blend_words(token: str, class_noun: str) -> list[str]:
+    """Local blend for an insertion: only where the object (its noun, or the subject's word) is may change."""
+    return [class_noun, token]
