@@ -34,3 +34,23 @@ def read_parameters(path: str | Path) -> str:
             return str(image.info.get("parameters", ""))
     except (OSError, ValueError, Image.DecompressionBombError):  # a bomb is refused by Pillow on open
         return ""
+
+
+def generated_source(parameters: dict, native_resolution: int | None) -> tuple[bool, str]:
+    """Whether a PNG's A1111 parameters let the edit regenerate it exactly (prompt + seed with
+    DDIM, at its own size), and if not, why."""
+    if not parameters.get("prompt") or not parameters.get("Seed", "").isdigit():
+        return False, "it carries no prompt and seed"
+    if parameters.get("Sampler", "DDIM") != "DDIM":
+        return False, f"it was sampled with {parameters['Sampler']}; edits regenerate with DDIM"
+    if parameters.get("Size") and generated_size(parameters) is None:
+        return False, f"its size {parameters['Size']!r} is not one the model can regenerate"
+    return True, ""
+
+
+def generated_size(parameters: dict) -> tuple[int, int] | None:
+    """(width, height) from an A1111 "Size: WxH" when the model's grid (multiples of 8) fits it."""
+    width, _, height = parameters.get("Size", "").partition("x")
+    if not (width.isdigit() and height.isdigit()) or int(width) % 8 or int(height) % 8:
+        return None
+    return int(width), int(height)

@@ -63,3 +63,51 @@ def test_bad_input_exits_2_with_a_reason(tmp_path, isolated_home):
     broken.write_bytes(b"not a picture")
     result = s2s("edit", "--demo", "--source", SOURCE, "--image", broken, "--steps", "4", "--out", tmp_path)
     assert result.returncode == 2 and "cannot read the image" in result.stderr
+
+
+def test_put_a_subject_into_a_picture_and_into_a_folder_of_them(tmp_path, isolated_home):
+    """`s2s edit --subject S --run R`: the class noun becomes the subject's token, the run draws
+    only the edited branch; `--batch` does a folder (a PNG the app made regenerates from its own
+    prompt and seed, another picture is inverted with --source) and writes the grid."""
+    from tests.e2e.test_cli_train import _subject
+
+    config = _subject(tmp_path)
+    token = json.loads(s2s("subjects", "list", "--json").stdout)["subjects"][0]["token"]
+    assert s2s("train", "Biscuit", "--method", "lora", "--demo", "--config", config).returncode == 0
+    one = s2s("edit", "--demo", "--subject", "Biscuit", "--run", "1", "--source", SOURCE, "--seed", "2",
+              "--steps", "6", "--out", tmp_path / "one", "--json")
+    assert one.returncode == 0, one.stderr
+    result = json.loads(one.stdout)
+    assert result["subject_branch"] == "target" and result["mode"] == "refine"  # "star" → "<token> star"
+    assert [w["word"] for w in result["target_words"]][1:4] == ["red", token, "star"]
+    plain = s2s("edit", "--demo", "--source", SOURCE, "--seed", "2", "--steps", "6", "--out", tmp_path / "plain",
+                "--json")
+    original = np.asarray(Image.open(json.loads(plain.stdout)["original"])).astype(int)
+    assert np.abs(np.asarray(Image.open(result["original"])).astype(int) - original).max() <= 1
+    assert "no word 'moon'" in s2s("edit", "--demo", "--subject", "Biscuit", "--run", "1", "--source", SOURCE,
+                                    "--into", "moon", "--out", tmp_path).stderr
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    made_here = f"{SOURCE}\nSteps: 6, Sampler: DDIM, CFG scale: 7.5, Seed: 2, Size: 64x64"  # as generate writes it
+    Image.open(result["original"]).save(folder / "made-here.png", pnginfo=_parameters(made_here))
+    Image.fromarray(world.render(world.sample_scene(np.random.default_rng(3), 1))[0]).save(folder / "photo.jpg")
+    no_prompt = s2s("edit", "--demo", "--subject", "Biscuit", "--run", "1", "--batch", folder, "--out", tmp_path)
+    assert no_prompt.returncode == 2 and "photo.jpg carries no prompt" in no_prompt.stderr
+    batch = s2s("edit", "--demo", "--subject", "Biscuit", "--run", "1", "--batch", folder, "--source", SOURCE,
+                "--into", "red", "--steps", "6", "--out", tmp_path / "batch", "--json")
+    assert batch.returncode == 0, batch.stderr
+    results = json.loads(batch.stdout)
+    assert len(results) == 2 and all(r["subject_branch"] == "target" for r in results)
+    assert results[0]["reconstruction"] == ""  # made here: regenerated from its seed, not inverted
+    assert results[1]["reconstruction"]  # the JPEG was inverted
+    grid = Image.open(tmp_path / "batch" / "insertion-grid.png")
+    assert grid.size == (512, 512) and "2 of 2 pictures edited" in batch.stderr
+
+
+def _parameters(text: str):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", text)
+    return info
