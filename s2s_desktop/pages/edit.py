@@ -32,10 +32,12 @@ from PySide6.QtWidgets import (
 
 from engine import protocol
 from s2s_desktop import settings as app_settings
+from s2s_desktop.edit_batch import EditBatch, pictures_in
 from s2s_desktop.library import Library, LibraryError
 from s2s_desktop.library import edits as library_edits
 from s2s_desktop.library import runs as library_runs
 from s2s_desktop.library.heatmaps import HeatmapError, load_heatmaps
+from s2s_desktop.pages.edit_batch_view import BatchView
 from s2s_desktop.pages.edit_form import IMAGE_SUFFIXES, EditForm
 from s2s_desktop.pages.edit_history import EditHistory
 from s2s_desktop.pages.edit_runner import EditRunner
@@ -87,6 +89,12 @@ class EditPage(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.on_cancel)
+        self.batch_button = QPushButton("Edit a folder…")
+        self.batch_button.setToolTip("Make this edit to every picture in a folder, one after another: PNGs made "
+                                     "here are regenerated from their own prompt and seed, other pictures are "
+                                     "inverted with the source prompt")
+        self.batch_button.clicked.connect(self.choose_batch_folder)
+        self.batch_view: BatchView | None = None
         self.live = QCheckBox("Live: re-render while sliders move")
         self.live.setChecked(True)
         self.live.setToolTip("After an edit, moving a word's weight, a schedule or the subject's strength "
@@ -111,6 +119,7 @@ class EditPage(QWidget):
         left_layout.addWidget(self.model_label)
         left_layout.addWidget(scroll, 1)
         left_layout.addLayout(buttons)
+        left_layout.addWidget(self.batch_button)
         left_layout.addWidget(self.live)
         left_layout.addWidget(self.progress)
         left_layout.addWidget(self.status)
@@ -130,6 +139,11 @@ class EditPage(QWidget):
         for field in (self.form.source_prompt, self.form.target_prompt, self.form.negative_prompt):
             field.returnPressed.connect(self.on_edit)  # Enter in a prompt edits, as in a search box
         self.form.settings_changed.connect(self.request_live_render)
+        self.form.subject_put_in.connect(self._on_subject_put_in)
+        self.form.prompts_changed.connect(self._label_batch_button)
+        self.form.subject.currentIndexChanged.connect(lambda *_: self._label_batch_button())
+        for key in ("source", "target"):  # the word clicked is where "Put … in" puts the subject
+            self.view.strips[key].word_clicked.connect(self.form.set_picked_word)
         self.view.strips["target"].reweight_changed.connect(lambda *_: self.request_live_render())
         self.view.strips["target"].blend_changed.connect(lambda *_: self.request_live_render())
         self.view.export_requested.connect(self.choose_export)
@@ -270,6 +284,109 @@ class EditPage(QWidget):
         self.chain_edit_id = edit.id
         self.history.refresh(select_id=edit.id)
 
+    # ------------------------------------------------------------------ putting a subject in
+    def _on_subject_put_in(self, blend_words: list) -> None:
+        """"Put … in" rewrote the target prompt (the strip shows its words already): local blend on the
+        subject's words, then one re-render when an edit is on screen."""
+        self.view.strips["target"].set_blend_words(blend_words)
+        run = self.form.subject_run()
+        self.show_status(f"{run['subject'] if run else 'The subject'} goes into the edited picture: press Edit"
+                         + (" (or wait for the live render)." if self.result is not None and self.live.isChecked()
+                            else "."))
+        self.request_live_render()
+
+    def try_run(self, run_id: int, ask_picture: bool = True) -> bool:
+        """The Library's or Train page's "Try in a picture…": that run chosen as the subject, and a
+        picture to put it into (cancelling the dialog leaves the page with the run chosen)."""
+        if self.library is None:
+            return False
+        try:
+            run = library_runs.get_run(self.library, run_id)
+        except LibraryError as exc:
+            self.show_status(str(exc), error=True)
+            return False
+        self.refresh_library()
+        if not self.form.select_subject_run(str(run.exports_dir)):
+            self.show_status(f"Run #{run_id} has not finished training (no exports yet).", error=True)
+            return False
+        chosen = self.form.subject_run()
+        self.show_status(f"{chosen['label']} is chosen: open a picture, then “Put {chosen['subject']} in”.")
+        if ask_picture:
+            self.form.choose_image()  # → image_chosen → open_source
+        return True
+
+    def edit_image(self, path: str, run_id: int | None = None, scale: float | None = None,
+                   put_in: bool = False) -> bool:
+        """Generate → Compare's "Edit" / "Put subject in" on one of its images: the picture opened, the
+        run of its column (or the one asked for) chosen, and for put_in the subject put in."""
+        self.refresh_library()
+        if not self.open_source(path):
+            return False
+        form = self.form
+        form.target_prompt.setText("")  # a new picture: the old edit's target does not belong to it
+        form.picked_word = ""
+        folder = ""
+        if run_id is not None and self.library is not None:
+            try:
+                folder = str(library_runs.get_run(self.library, run_id).exports_dir)
+            except LibraryError:
+                folder = ""
+        if not folder or not form.select_subject_run(folder):
+            form.subject.setCurrentIndex(0)
+        elif scale is not None:
+            form.lora_scale.set_value(scale, quiet=True)
+        if put_in:
+            if form.subject_run() is None:
+                self.show_status("There is no finished run to put in: train one on the Train page.", error=True)
+                return False
+            if not form.put_subject_in():
+                self.show_status(form.subject_hint.text(), error=True)
+                return False
+        return True
+
+    # ------------------------------------------------------------------ batch
+    def _label_batch_button(self, *_args) -> None:
+        run = self.form.subject_run()
+        text = f"Put {run['subject']} in a folder of pictures…" if run and self.form.batch_insertion() \
+            else "Edit a folder of pictures…"
+        set_text(self.batch_button, text)
+
+    def choose_batch_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "A folder of pictures to edit", str(Path.home()))
+        if folder:
+            pictures = pictures_in(folder)
+            if not pictures:
+                self.show_status(f"There are no pictures in {folder}.", error=True)
+                return
+            self.start_batch(pictures)
+
+    def start_batch(self, pictures: list[str]) -> BatchView | None:
+        """One edit job per picture with this form's settings, in a window filling as they finish."""
+        if self.model_info is None:
+            self.show_status("No model is loaded yet: wait for it, or open Models… to choose one.", error=True)
+            return None
+        if self.batch_view is not None and not self.batch_view.batch.over:
+            self.batch_view.show()
+            self.batch_view.raise_()
+            self.show_status("A batch is still running: cancel it first.", error=True)
+            return None
+        insertion = self.form.batch_insertion()
+        batch = EditBatch.build(pictures, self.job_params(), self.form.native_resolution, insertion)
+        run = self.form.subject_run()
+        title = (f"Put {run['subject']} into {len(pictures)} pictures" if insertion and run
+                 else f"Edit {len(pictures)} pictures")
+        if self.batch_view is not None:
+            self.batch_view.shutdown()
+            self.batch_view.deleteLater()
+        self.batch_view = BatchView(self.engine, batch, self.library, run["subject_id"] if run else None, title,
+                                    parent=self)
+        self.batch_view.setWindowFlag(Qt.Window)
+        self.batch_view.batch_over.connect(lambda: self.history.refresh(select_id=self.chain_edit_id))
+        self.batch_view.show()
+        self.batch_view.start()
+        self.show_status(f"{title}: one after another, in their own window.")
+        return self.batch_view
+
     # ------------------------------------------------------------------ results
     def show_result(self, params: dict, result: dict) -> None:
         self.result, self.result_params = result, params
@@ -365,10 +482,10 @@ class EditPage(QWidget):
             self.open_source(files[0])
             event.acceptProposedAction()
 
-    def open_source(self, path: str) -> None:
+    def open_source(self, path: str) -> bool:
         if Path(path).suffix.lower() not in IMAGE_SUFFIXES or read_rgb(path) is None:
             self.show_status(f"{Path(path).name} is not a picture this page can open.", error=True)
-            return
+            return False
         self.runner.stop()  # a new picture: whatever was rendering belongs to the old one
         self.form.set_source_image(path)
         self.result = self.result_params = None  # nothing on screen to re-render live
@@ -379,6 +496,7 @@ class EditPage(QWidget):
         self.view.set_view("original")
         self.show_status("Type what the picture shows as the source prompt, change it in the target prompt, "
                          "and press Edit.")
+        return True
 
     def show_status(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet(ERROR_STYLE if error else "")
@@ -386,3 +504,5 @@ class EditPage(QWidget):
 
     def shutdown(self) -> None:
         self.runner.stop()
+        if self.batch_view is not None:
+            self.batch_view.shutdown()

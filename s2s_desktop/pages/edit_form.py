@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import random
-import re
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -29,8 +28,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.protocol.editing import EDIT_MODES, EDIT_PARAMS, INVERSION_TITLES, normalise_word
-from s2s_desktop.image_meta import parse_parameters, read_parameters
+from engine.protocol.editing import (
+    EDIT_MODES,
+    EDIT_PARAMS,
+    INSERTION_DEFAULTS,
+    INVERSION_TITLES,
+    insertion_blend_words,
+    insertion_target,
+    normalise_word,
+    prompt_words,
+)
+from s2s_desktop.image_meta import generated_size, generated_source, parse_parameters, read_parameters
 from s2s_desktop.widgets.edit_controls import ScheduleSlider, ValueSlider
 
 REGENERATE = "regenerate"  # a generated PNG whose prompt and seed are known: no inversion needed
@@ -50,31 +58,12 @@ def _spin(low: int, high: int, value: int) -> QSpinBox:
     return box
 
 
-def generated_source(parameters: dict, native_resolution: int | None) -> tuple[bool, str]:
-    """Whether a PNG's A1111 parameters let the edit regenerate it exactly (prompt + seed with
-    DDIM, at its own size), and if not, why."""
-    if not parameters.get("prompt") or not parameters.get("Seed", "").isdigit():
-        return False, "it carries no prompt and seed"
-    if parameters.get("Sampler", "DDIM") != "DDIM":
-        return False, f"it was sampled with {parameters['Sampler']}; edits regenerate with DDIM"
-    if parameters.get("Size") and generated_size(parameters) is None:
-        return False, f"its size {parameters['Size']!r} is not one the model can regenerate"
-    return True, ""
-
-
-def generated_size(parameters: dict) -> tuple[int, int] | None:
-    """(width, height) from an A1111 "Size: WxH" when the model's grid (multiples of 8) fits it."""
-    width, _, height = parameters.get("Size", "").partition("x")
-    if not (width.isdigit() and height.isdigit()) or int(width) % 8 or int(height) % 8:
-        return None
-    return int(width), int(height)
-
-
 class EditForm(QWidget):
     image_chosen = Signal(str)  # the user picked a picture to edit (the page opens it)
     source_changed = Signal()
     prompts_changed = Signal()
     settings_changed = Signal()  # a schedule, LoRA scale or threshold moved (a live re-render)
+    subject_put_in = Signal(list)  # "Put … in" rewrote the target: the local-blend words to tick
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -83,6 +72,8 @@ class EditForm(QWidget):
         self.native_resolution: int | None = None
         self.regenerate_size: tuple[int, int] | None = None  # a generated PNG's own size
         self.subject_runs: list[dict] = []
+        self.picked_word = ""  # the word last clicked in the token strip (the subject goes there)
+        self.insertion: dict | None = None  # the last "Put … in": into, token, class_noun
 
         # ---- source
         self.source_thumb = QLabel()
@@ -184,7 +175,9 @@ class EditForm(QWidget):
         self.subject_hint = QLabel()
         self.subject_hint.setWordWrap(True)
         self.put_in_button = QPushButton("Put it in")
-        self.put_in_button.clicked.connect(self.put_subject_in)
+        self.put_in_button.setToolTip("Rewrite the target prompt with the subject's word in place of the chosen "
+                                      "word, and set the schedules, blend and strength that insertions need")
+        self.put_in_button.clicked.connect(lambda: self.put_subject_in())
         subject_box = QGroupBox("Subject")
         subject_form = QFormLayout(subject_box)
         subject_form.addRow("Run", self.subject)
@@ -302,11 +295,39 @@ class EditForm(QWidget):
         self._refresh_subject_hint()
         self.settings_changed.emit()
 
-    def _subject_replacement(self) -> tuple[str, str] | None:
+    def select_subject_run(self, folder: str) -> bool:
+        """Pick the run whose exports folder this is (from the Library, Train or Compare page)."""
+        index = self.subject.findData(str(folder))
+        if index < 0:
+            return False
+        self.subject.setCurrentIndex(index)
+        return True
+
+    def set_picked_word(self, word: str) -> None:
+        """The word the user last clicked in the token strip: the subject goes in its place."""
+        self.picked_word = normalise_word(word)
+        self._refresh_subject_hint()
+
+    def insertion_prompt(self) -> str:
+        """The prompt the subject is put into: the target, or the source when the target is empty."""
+        return self.target_prompt.text().strip() or self.source_prompt.text().strip()
+
+    def insertion_plan(self) -> tuple[str, str, str]:
+        """(the word replaced, the new target prompt, '') or ('', '', why not)."""
         run = self.subject_run()
         if run is None:
-            return None
-        return run["class_noun"], f"{run['token']} {run['class_noun']}"
+            return "", "", "no run is chosen"
+        prompt = self.insertion_prompt()
+        if run["token"] in prompt_words(prompt):
+            return "", "", "in"
+        words = {normalise_word(w) for w in prompt_words(prompt)}
+        for into in (self.picked_word, run["class_noun"]):
+            if into and into in words:
+                try:
+                    return into, insertion_target(prompt, into, run["token"], run["class_noun"]), ""
+                except ValueError:
+                    continue
+        return "", "", "no word"
 
     def _refresh_subject_hint(self) -> None:
         run = self.subject_run()
@@ -314,40 +335,65 @@ class EditForm(QWidget):
             self.subject_hint.setText("Pick a run to put one of your subjects into the picture.")
             self.put_in_button.hide()
             return
-        noun, replacement = self._subject_replacement()
-        prompt = self.target_prompt.text() or self.source_prompt.text()
-        self.put_in_button.setText(f"Put {run['subject']} in")
+        name, token, noun = html.escape(run["subject"]), html.escape(run["token"]), html.escape(run["class_noun"])
+        into, target, why_not = self.insertion_plan()
         self.put_in_button.show()
-        if run["token"] in prompt.split():
-            self.subject_hint.setText(f"{html.escape(run['subject'])} is in the target prompt.")
-            self.put_in_button.setEnabled(False)
-        elif self._noun_position(prompt, noun) is None:
-            self.subject_hint.setText(f"Put your subject in: write “{html.escape(replacement)}” in the target "
-                                      f"prompt (the prompt has no “{html.escape(noun)}” to replace).")
-            self.put_in_button.setEnabled(False)
-        else:
-            self.subject_hint.setText(f"Put your subject in: replace the class noun “{html.escape(noun)}” with "
-                                      f"“{html.escape(replacement)}” in the target prompt.")
-            self.put_in_button.setEnabled(True)
-
-    @staticmethod
-    def _noun_position(prompt: str, noun: str) -> int | None:
-        words = prompt.split()
-        return next((i for i, w in enumerate(words) if normalise_word(w) == noun), None)
-
-    def put_subject_in(self) -> None:
-        """Replace the class noun in the target prompt with "<token> <noun>" (as the run was trained)."""
-        pair = self._subject_replacement()
-        prompt = self.target_prompt.text() or self.source_prompt.text()
-        if pair is None:
+        self.put_in_button.setEnabled(not why_not)
+        if why_not == "in":
+            self.put_in_button.setText(f"Put {run['subject']} in")
+            if run["token"] in prompt_words(self.source_prompt.text()):
+                text = (f"{name} is in the source prompt: the run draws both pictures, and the edit "
+                        f"changes {name}'s picture.")
+            else:
+                text = (f"{name} is in the target prompt: the run is applied to the edited picture only; "
+                        "the original stays as it is.")
+            self.subject_hint.setText(text)
             return
-        noun, replacement = pair
-        words = prompt.split()
-        index = self._noun_position(prompt, noun)
-        if index is None:
+        if why_not:
+            self.put_in_button.setText(f"Put {run['subject']} in")
+            picked = (f"“{html.escape(self.picked_word)}” (the word you clicked) is not in the prompt, and it "
+                      if self.picked_word else "The prompt ")
+            self.subject_hint.setText(f"{picked}has no “{noun}” to replace: click a word in the token strip "
+                                      f"to put {name} in its place, or write “{token} {noun}” in the target prompt.")
             return
-        words[index] = re.sub(re.escape(noun), replacement, words[index], count=1, flags=re.IGNORECASE)
-        self.target_prompt.setText(" ".join(words))
+        self.put_in_button.setText(f"Put {run['subject']} in place of “{into}”")
+        d = INSERTION_DEFAULTS
+        self.subject_hint.setText(
+            f"The target becomes “{html.escape(target)}”. {name} is drawn in the edited picture only; the "
+            f"original stays as it is. Local blend keeps the change where “{noun}” is (cross-attention "
+            f"{d['cross_steps']:.0%}, self-attention {d['self_steps']:.0%}, threshold {d['blend_threshold']:g}, "
+            f"strength {d['lora_scale']:g})."
+            + ("" if self.picked_word == into else " Click a word in the token strip to put it in that word's place.")
+        )
+
+    def put_subject_in(self) -> bool:
+        """Put the run's subject in place of the clicked word (else the class noun): the target prompt
+        gets "<token> <noun>" there, the schedules, threshold and strength the insertion defaults, and
+        ``subject_put_in`` hands the page the local-blend words (the token strip holds those)."""
+        run = self.subject_run()
+        into, target, why_not = self.insertion_plan()
+        if run is None or why_not:
+            return False
+        d = INSERTION_DEFAULTS
+        self.cross.set_value(d["cross_steps"], quiet=True)
+        self.self_attention.set_value(d["self_steps"], quiet=True)
+        self.threshold.set_value(d["blend_threshold"], quiet=True)
+        self.lora_scale.set_value(d["lora_scale"], quiet=True)
+        self.insertion = {"into": into, "token": run["token"], "class_noun": run["class_noun"], "target": target}
+        self.target_prompt.setText(target)  # → prompts_changed: the token strip shows the new words
+        self.subject_put_in.emit(insertion_blend_words(run["token"], run["class_noun"]))
+        return True
+
+    def batch_insertion(self) -> dict | None:
+        """The insertion the form is set up for (a batch repeats it on every generated picture's own
+        prompt): {into, token, class_noun}, or None when the target prompt is no longer the one
+        "Put … in" wrote, or another run is chosen."""
+        run, chosen = self.subject_run(), self.insertion
+        if run is None or not chosen or chosen["token"] != run["token"]:
+            return None
+        if self.target_prompt.text().strip() != chosen["target"]:
+            return None
+        return {k: chosen[k] for k in ("into", "token", "class_noun")}
 
     # ------------------------------------------------------------------ parameters
     def params(self) -> dict:

@@ -144,6 +144,7 @@ class TokenStrip(QScrollArea):
     """One prompt's words as chips, scrolling sideways when the prompt is long."""
 
     selection_changed = Signal(list)  # selected word indices
+    word_clicked = Signal(str)  # the word the user clicked (not a selection the page made)
     reweight_changed = Signal(str, float)  # normalised word, weight (every slider move)
     blend_changed = Signal(list)  # blend words
 
@@ -222,6 +223,7 @@ class TokenStrip(QScrollArea):
             self.selected = [index]
         self._show_selection()
         self.selection_changed.emit(list(self.selected))
+        self.word_clicked.emit(self.chips[index].word)
 
     def select(self, indices: list[int]) -> None:
         self.selected = [i for i in indices if 0 <= i < len(self.chips)]

@@ -3,6 +3,7 @@ Prompt-to-Prompt edits with the shipped toy-world model in a real engine subproc
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -182,10 +183,12 @@ def test_a_subjects_run_is_applied_and_put_into_the_target_prompt(scripted, libr
     form = page.form
     assert form.subject.count() == 2 and "Dotty · LoRA run" in form.subject.itemText(1)
     form.subject.setCurrentIndex(1)
-    assert "replace the class noun “star”" in form.subject_hint.text()
+    assert form.put_in_button.text() == "Put Dotty in place of “star”"
+    assert f"The target becomes “a green {subject.token} star on a blue background”" in html.unescape(
+        form.subject_hint.text())
     form.put_in_button.click()
     assert form.target_prompt.text() == f"a green {subject.token} star on a blue background"
-    assert not form.put_in_button.isEnabled()
+    assert not form.put_in_button.isEnabled() and "edited picture only" in form.subject_hint.text()
     form.lora_scale.set_value(0.75)
     assert page.job_params()["adapter"] == {"folder": str(run.exports_dir), "scale": 0.75}
     page.edit_button.click()
