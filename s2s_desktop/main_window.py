@@ -73,11 +73,14 @@ class MainWindow(QMainWindow):
         self.generate_page = GeneratePage(engine, settings, library, library_problem=problem)
         self.generate_page.open_models.connect(self.show_models)
         self.generate_page.evaluate_requested.connect(self.open_evaluation)
+        self.generate_page.edit_requested.connect(self.open_edit)
         built = {"generate": self.generate_page}
         if library is not None:
             self.library_page = LibraryPage(engine, settings, library)
             self.train_page = TrainPage(engine, settings, library)  # one library, one sqlite file
             self.train_page.open_library.connect(lambda: self.show_page("library"))
+            self.train_page.try_run.connect(self.try_run_in_picture)
+            self.library_page.try_run.connect(self.try_run_in_picture)
             self.evaluate_page = EvaluatePage(engine, settings, library)
             built.update(library=self.library_page, train=self.train_page, evaluate=self.evaluate_page)
         else:  # the rest of the app still works; the message says what to do
@@ -155,6 +158,18 @@ class MainWindow(QMainWindow):
             return
         self.show_page("evaluate")
         self.evaluate_page.select_gallery(gallery_id)
+
+    def try_run_in_picture(self, run_id: int) -> None:
+        """Library's or Train's "Try in a picture…": the Edit page with that run chosen, and a picture
+        to open (cancelling the dialog leaves the page with the run chosen)."""
+        self.show_page("edit")
+        self.edit_page.try_run(run_id)
+
+    def open_edit(self, request: dict) -> None:
+        """Generate → Compare's "Edit" / "Put … in" on one of its images."""
+        self.show_page("edit")
+        self.edit_page.edit_image(request["path"], request.get("run_id"), request.get("scale"),
+                                  put_in=bool(request.get("put_in")))
 
     def show_models(self) -> None:
         if self.models_dialog is None:

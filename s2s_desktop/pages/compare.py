@@ -10,6 +10,7 @@ Every finished (or cancelled, partial) gallery is recorded in the library.
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -117,6 +119,8 @@ class RunColumnRow(QWidget):
 
 class ComparePanel(QWidget):
     evaluate_requested = Signal(int)  # a recorded gallery's id
+    # a cell's "Edit" / "Put … in": {"path", "run_id" (None: the base model), "scale", "put_in"}
+    edit_requested = Signal(dict)
 
     def __init__(self, engine, settings: app_settings.Settings, library: Library | None, parent=None):
         super().__init__(parent)
@@ -133,6 +137,8 @@ class ComparePanel(QWidget):
         self._loading_list = False
         self._rows_subject: int | None = None  # whose runs the column rows are
         self._checkpoint_counts: dict[int, int] = {}  # run id → checkpoints it kept
+        self.shown_columns: dict[str, dict] = {}  # the grid's columns by key (their adapters)
+        self.shown_subject_id: int | None = None  # whose gallery the grid shows
 
         # ---- left: what to compare
         self.model_label = QLabel()
@@ -295,6 +301,7 @@ class ComparePanel(QWidget):
             tools.addWidget(button)
         self.grid = GalleryGrid()
         self.grid.image_clicked.connect(self.show_image)
+        self.grid.image_menu_requested.connect(self.show_image_menu)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
@@ -594,6 +601,8 @@ class ComparePanel(QWidget):
             return
         self.job_params, self.job_subject_id = params, self.current_subject().id
         self.gallery = None
+        self.shown_columns = {c["key"]: c for c in params["columns"]}
+        self.shown_subject_id = self.job_subject_id
         self.grid.set_layout(
             [(c["key"], c["label"]) for c in params["columns"]],
             [fill_template(t, params["token"], params["class_noun"]) for t in params["prompts"]],
@@ -711,6 +720,8 @@ class ComparePanel(QWidget):
             self.show_status(f"Could not open the gallery: {exc}", error=True)
             return False
         self.gallery = gallery
+        self.shown_columns = {c["key"]: c for c in manifest.get("columns", [])}
+        self.shown_subject_id = gallery.subject_id
         shown = self.grid.load_manifest(gallery.folder, manifest)
         self._fill_seed_view(manifest.get("seeds", []))
         self._show_title()
@@ -750,6 +761,56 @@ class ComparePanel(QWidget):
         viewer = ImageViewer(path, parameters or read_parameters(path), self, reusable=False)
         viewer.show()
         return viewer
+
+    def column_run(self, key: str) -> tuple[int | None, float | None]:
+        """The run a grid column drew with (a checkpoint column: its run) and its LoRA scale."""
+        match = re.match(r"^run(\d+)", key or "")
+        if match is None:
+            return None, None
+        adapter = (self.shown_columns.get(key) or {}).get("adapter") or {}
+        return int(match.group(1)), adapter.get("scale")
+
+    def put_in_run(self, key: str) -> Run | None:
+        """Whose subject "Put … in" puts into a picture: the column's run, else the subject's newest
+        finished one."""
+        run_id, _scale = self.column_run(key)
+        if run_id is not None and self.library is not None:
+            try:
+                return library_runs.get_run(self.library, run_id)
+            except LibraryError:
+                pass
+        subject_id = self.shown_subject_id if self.shown_subject_id is not None else self.subject.currentData()
+        if subject_id is None or self.library is None:
+            return None
+        runs = finished_runs(self.library, subject_id)
+        return runs[0] if runs else None
+
+    def image_menu(self, path: str, key: str) -> QMenu:
+        """A cell image's menu: open it on the Edit page, or put the subject into it there."""
+        menu = QMenu(self)
+        run_id, scale = self.column_run(key)
+        edit = menu.addAction("Edit")
+        edit.setToolTip("Open this image on the Edit page (with its column's run, so it regenerates as drawn)")
+        edit.triggered.connect(lambda: self.edit_requested.emit(
+            {"path": path, "run_id": run_id, "scale": scale, "put_in": False}))
+        run = self.put_in_run(key)
+        subject = None
+        if run is not None:
+            try:
+                subject = self.library.subject(run.subject_id)
+            except LibraryError:
+                subject = None
+        put_in = menu.addAction(f"Put {subject.name} in" if subject else "Put subject in")
+        put_in.setEnabled(run is not None)
+        put_in.setToolTip(f"Open it on the Edit page with run #{run.id} and put the subject into it"
+                          if run is not None else "The subject has no finished run yet: train one first")
+        put_in.triggered.connect(lambda: self.edit_requested.emit(
+            {"path": path, "run_id": run.id if run else None, "scale": scale if run_id is not None else None,
+             "put_in": True}))
+        return menu
+
+    def show_image_menu(self, path: str, key: str, where) -> None:
+        self.image_menu(path, key).exec(where)
 
     def choose_export(self) -> None:
         if self.gallery is None:

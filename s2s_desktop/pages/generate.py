@@ -55,6 +55,7 @@ MODE_STYLE = ("QToolButton { padding: 4px 16px; border: 1px solid palette(mid); 
 class GeneratePage(QWidget):
     open_models = Signal()
     evaluate_requested = Signal(int)  # a gallery's id (Compare mode → the Evaluate page)
+    edit_requested = Signal(dict)  # Compare's "Edit" / "Put … in" on an image (see ComparePanel)
 
     def __init__(self, engine, settings: app_settings.Settings, library=None, parent=None, library_problem: str = ""):
         super().__init__(parent)
@@ -179,6 +180,7 @@ class GeneratePage(QWidget):
         # ---- the mode switch: Single (the form above) | Compare (galleries of runs)
         self.compare = ComparePanel(engine, settings, library)
         self.compare.evaluate_requested.connect(self.evaluate_requested)
+        self.compare.edit_requested.connect(self.edit_requested)
         self.modes = QStackedWidget()
         self.modes.addWidget(self.single)
         self.modes.addWidget(self.compare)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSize, Qt, QTimer
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -41,6 +41,8 @@ DEMO_TIP = "Three toy-world subjects (Dotty, Stripe, Smiley) with rendered photo
 
 
 class LibraryPage(QWidget):
+    try_run = Signal(int)  # a finished run's "Try in a picture…" (run id): the Edit page
+
     def __init__(self, engine, settings: app_settings.Settings, library: Library | None = None, parent=None):
         super().__init__(parent)
         self.engine = engine
@@ -81,6 +83,7 @@ class LibraryPage(QWidget):
         self.view.subject_changed.connect(self._on_subject_changed)
         self.view.subject_deleted.connect(lambda _: self.refresh_subjects())
         self.view.status.connect(self.show_status)
+        self.view.try_run.connect(self.try_run)
         self.main_view = QWidget()
         row = QHBoxLayout(self.main_view)
         row.setContentsMargins(0, 0, 0, 0)
@@ -176,6 +179,10 @@ class LibraryPage(QWidget):
         self.subject_list.blockSignals(False)
         self.views.setCurrentWidget(self.main_view if subjects else self.empty_view)
         self._show_current()
+
+    def showEvent(self, event) -> None:  # noqa: N802  (runs finish on the Train page)
+        self.view.show_activity()
+        super().showEvent(event)
 
     def _show_current(self) -> None:
         self.view.show_subject(self.current_subject())

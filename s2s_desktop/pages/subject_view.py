@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from s2s_desktop.library import ImageRecord, Library, LibraryError, Subject
+from s2s_desktop.library import runs as library_runs
 from s2s_desktop.library.importer import count_warnings
 from s2s_desktop.pages.library_workers import LibraryWorkers, thumbnail_key
 from s2s_desktop.widgets.crop_editor import CropEditor
@@ -48,6 +49,7 @@ class SubjectView(QWidget):
     subject_changed = Signal(int)  # renamed, new token, photos removed or re-cropped
     subject_deleted = Signal(int)
     status = Signal(str, bool)  # message, is it an error
+    try_run = Signal(int)  # a finished run's "Try in a picture…" (run id)
 
     def __init__(self, library: Library, workers: LibraryWorkers, min_short_side: int,
                  vocabulary: Callable[[], set[str] | None], parent=None):
@@ -112,6 +114,7 @@ class SubjectView(QWidget):
         top_layout.addWidget(self.grid_stack, 1)
         self.results_panel = ImportResultsPanel()
         self.activity_panel = ActivityPanel()
+        self.activity_panel.try_run.connect(self.try_run)
         lower = QSplitter(Qt.Horizontal)
         lower.addWidget(self.results_panel)
         lower.addWidget(self.activity_panel)
@@ -145,8 +148,16 @@ class SubjectView(QWidget):
             self.show_header(subject)
             for record in self.library.images(subject.id):
                 self.add_record(record)
-            self.activity_panel.show_activity(self.library.activity(subject.id))
+            self.show_activity()
         self._update_buttons()
+
+    def show_activity(self) -> None:
+        """What was made from the subject; finished runs (with exports) can be tried in a picture."""
+        if self.subject is None:
+            return
+        finished = {run.id for run in library_runs.runs_of(self.library, self.subject.id)
+                    if run.status == "finished" and (run.exports_dir / "run_config.json").is_file()}
+        self.activity_panel.show_activity(self.library.activity(self.subject.id), finished)
 
     def refresh_header(self) -> None:
         if self.subject is not None:

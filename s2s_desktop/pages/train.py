@@ -53,6 +53,7 @@ RESULT_STYLE = "QLabel { background: palette(alternate-base); border: 1px solid 
 
 class TrainPage(QWidget):
     open_library = Signal()
+    try_run = Signal(int)  # a finished run's "Try in a picture…" (run id): the Edit page
 
     def __init__(self, engine, settings: app_settings.Settings, library: Library | None = None, parent=None):
         super().__init__(parent)
@@ -70,6 +71,7 @@ class TrainPage(QWidget):
         self.subjects.run_selected.connect(self._show_selected_run)
         self.subjects.resume_button.clicked.connect(self.on_resume)
         self.subjects.folder_button.clicked.connect(self.open_run_folder)
+        self.subjects.try_button.clicked.connect(self.on_try_run)
         self.resume_button, self.run_list = self.subjects.resume_button, self.subjects.run_list
 
         # ---- middle: how to train
@@ -332,6 +334,8 @@ class TrainPage(QWidget):
         set_enabled(self.resume_button, run is not None and run.resumable and not (live and live.active)
                     and self.model_info is not None)
         set_enabled(self.subjects.folder_button, run is not None)
+        finished = run is not None and run.status == "finished" and (run.exports_dir / "run_config.json").is_file()
+        set_enabled(self.subjects.try_button, finished and not (live and live.active))
 
     # ------------------------------------------------------------------ actions
     @asyncSlot()
@@ -434,6 +438,11 @@ class TrainPage(QWidget):
         viewer = ImageViewer(path, read_parameters(path), self, reusable=False)
         viewer.show()
         return viewer
+
+    def on_try_run(self) -> None:
+        run = self.selected_run()
+        if run is not None and run.status == "finished" and (run.exports_dir / "run_config.json").is_file():
+            self.try_run.emit(run.id)
 
     def open_run_folder(self) -> None:
         run = self.selected_run()

@@ -47,6 +47,9 @@ class SubjectRuns(QWidget):
         self.resume_button.setToolTip("Go on from the run's last checkpoint")
         self.folder_button = QPushButton("Open folder")
         self.folder_button.setToolTip("The run's samples, checkpoints and exports")
+        self.try_button = QPushButton("Try in a picture…")
+        self.try_button.setToolTip("Open the Edit page with this run chosen and pick a picture to put the "
+                                   "subject into")
         buttons = QHBoxLayout()
         buttons.addWidget(self.resume_button)
         buttons.addWidget(self.folder_button)
@@ -60,6 +63,7 @@ class SubjectRuns(QWidget):
         column.addWidget(QLabel("<b>Runs</b>"))
         column.addWidget(self.run_list, 1)
         column.addLayout(buttons)
+        column.addWidget(self.try_button)
 
     # ------------------------------------------------------------------ subjects
     def current_subject(self) -> Subject | None:

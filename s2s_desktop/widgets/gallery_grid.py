@@ -11,7 +11,7 @@ import html
 import math
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QPoint, QSize, Qt, Signal
 from PySide6.QtGui import QImageReader, QPixmap
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QSizePolicy, QWidget
 
@@ -26,10 +26,12 @@ class Thumb(QLabel):
     """One cell image (a placeholder until its image arrives); click to open it."""
 
     clicked = Signal()
+    menu_requested = Signal(QPoint)  # a right-click on an image: where (global)
 
-    def __init__(self, seed: int, parent=None):
+    def __init__(self, seed: int, column: str = "", parent=None):
         super().__init__(parent)
         self.seed = seed
+        self.column = column
         self.path = ""
         self.parameters = ""
         self.image = None  # the picture read at LARGE size, scaled down for SMALL
@@ -56,6 +58,11 @@ class Thumb(QLabel):
             self.clicked.emit()
         super().mouseReleaseEvent(event)
 
+    def contextMenuEvent(self, event) -> None:  # noqa: N802
+        if self.path:
+            self.menu_requested.emit(event.globalPos())
+            event.accept()
+
 
 def read_thumbnail(path: str, size: int = LARGE):
     """The image decoded at ``size`` on its long side (small model outputs are enlarged), or None."""
@@ -69,6 +76,7 @@ def read_thumbnail(path: str, size: int = LARGE):
 
 class GalleryGrid(QScrollArea):
     image_clicked = Signal(str, str)  # path, parameters ("" when the event brought none)
+    image_menu_requested = Signal(str, str, QPoint)  # path, column key, where (global): a right-click
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -134,9 +142,10 @@ class GalleryGrid(QScrollArea):
         layout.setSpacing(3)
         per_row = max(1, math.ceil(math.sqrt(len(self.seeds))))
         for i, seed in enumerate(self.seeds):
-            thumb = Thumb(seed)
-            thumb.setToolTip(f"seed {seed} · {prompt}")
+            thumb = Thumb(seed, column)
+            thumb.setToolTip(f"seed {seed} · {prompt}\nClick to open · right-click to edit it")
             thumb.clicked.connect(lambda t=thumb: self.image_clicked.emit(t.path, t.parameters))
+            thumb.menu_requested.connect(lambda pos, t=thumb: self.image_menu_requested.emit(t.path, t.column, pos))
             self.thumbs[(column, row, seed)] = thumb
             layout.addWidget(thumb, i // per_row, i % per_row)
         return cell

@@ -7,10 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -198,7 +199,10 @@ SECTIONS = (  # table, heading, empty text, describe
 
 
 class ActivityPanel(QWidget):
-    """Everything made from the selected subject, grouped, newest first."""
+    """Everything made from the selected subject, grouped, newest first; a finished run's row has
+    "Try in a picture…" (the Edit page with that run chosen)."""
+
+    try_run = Signal(int)  # run id
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -206,13 +210,21 @@ class ActivityPanel(QWidget):
         self.tree.setHeaderHidden(True)
         self.tree.setRootIsDecorated(False)
         self.tree.setSelectionMode(QTreeWidget.NoSelection)
+        self.tree.setColumnCount(2)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.try_buttons: dict[int, QPushButton] = {}  # run id → its button
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(panel_header("Made from this subject"))
         layout.addWidget(self.tree, 1)
 
-    def show_activity(self, activity: dict[str, list[dict]]) -> None:
+    def show_activity(self, activity: dict[str, list[dict]], finished_runs: set[int] | frozenset = frozenset()) -> None:
+        """``finished_runs``: the ids of runs with exports (they get "Try in a picture…")."""
         self.tree.clear()
+        self.try_buttons = {}
         for table, heading, empty, describe_row in SECTIONS:
             rows = activity.get(table, [])
             if table in ("evaluations", "generations") and not rows:
@@ -222,10 +234,18 @@ class ActivityPanel(QWidget):
             font.setBold(True)
             top.setFont(0, font)
             self.tree.addTopLevelItem(top)
+            top.setFirstColumnSpanned(True)
             for row in rows:
                 child = QTreeWidgetItem([describe_row(row)])
                 child.setToolTip(0, str(row.get("file") or row.get("folder") or ""))
                 top.addChild(child)
+                if table == "runs" and row.get("id") in finished_runs:
+                    button = QPushButton("Try in a picture…")
+                    button.setToolTip("Open the Edit page with this run chosen and pick a picture to put the "
+                                      "subject into")
+                    button.clicked.connect(lambda _=False, run_id=row["id"]: self.try_run.emit(run_id))
+                    self.tree.setItemWidget(child, 1, button)
+                    self.try_buttons[row["id"]] = button
             if not rows:
                 child = QTreeWidgetItem([empty])
                 child.setForeground(0, QBrush(MUTED_COLOUR))
