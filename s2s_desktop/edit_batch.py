@@ -102,8 +102,10 @@ def picture_params(base: dict, picture: str, native_resolution: int | None = Non
         invert = base.get("invert") or "direct"
         params.update(image=str(picture), invert=invert)
         how = "inverted"
-    if not exact:
-        pass  # inverted with the form's prompts: its target prompt is the form's
+    same_prompt = [normalise_word(w) for w in prompt_words(prompt)] == [normalise_word(w) for w in
+                                                                         prompt_words(form_source)]
+    if not exact or same_prompt:
+        pass  # the form's own prompt (or inverted with it): the form's target prompt as it is
     elif insertion:
         token, noun = insertion["token"], insertion["class_noun"]
         if token in prompt_words(prompt):

@@ -358,12 +358,14 @@ class EditForm(QWidget):
             return
         self.put_in_button.setText(f"Put {run['subject']} in place of “{into}”")
         d = INSERTION_DEFAULTS
+        self.put_in_button.setToolTip(
+            f"The target prompt becomes “{target}”; cross-attention {d['cross_steps']:.0%} of the steps, "
+            f"self-attention {d['self_steps']:.0%}, local blend on “{run['class_noun']}” and “{run['token']}” "
+            f"(threshold {d['blend_threshold']:g}), strength {d['lora_scale']:g}")
         self.subject_hint.setText(
-            f"The target becomes “{html.escape(target)}”. {name} is drawn in the edited picture only; the "
-            f"original stays as it is. Local blend keeps the change where “{noun}” is (cross-attention "
-            f"{d['cross_steps']:.0%}, self-attention {d['self_steps']:.0%}, threshold {d['blend_threshold']:g}, "
-            f"strength {d['lora_scale']:g})."
-            + ("" if self.picked_word == into else " Click a word in the token strip to put it in that word's place.")
+            f"The target becomes “{html.escape(target)}”. {name} is drawn into the edited picture only; the "
+            f"original stays as it is, and local blend keeps the change to the {noun}."
+            + ("" if self.picked_word == into else f" Click a word in the token strip to put {name} in its place.")
         )
 
     def put_subject_in(self) -> bool:

@@ -296,9 +296,12 @@ def test_cancel_stops_the_batch_and_keeps_the_finished_pictures(page_with_run, l
     assert [item.state for item in view.batch.items] == [DONE, CANCELLED, SKIPPED]
     assert len(engine.submitted) == 2 and view.edited_count() == 1
     assert "1 of 3 pictures edited" in view.status.text() and "1 not started" in view.status.text()
-    for params, prompt in zip(engine.submitted, prompts[:2], strict=True):
+    # the form's own prompt keeps the form's whole target (red → green too); another prompt gets the subject
+    expected = [page.form.target_prompt.text(), insertion_target(prompts[1], "star", token, "star")]
+    assert expected == [f"a green {token} star on a blue background", f"a {token} star on a white background"]
+    for params, prompt, target in zip(engine.submitted, prompts[:2], expected, strict=True):
         assert params["source_prompt"] == prompt and params["image"] == ""
-        assert params["target_prompt"] == insertion_target(prompt, "star", token, "star")
+        assert params["target_prompt"] == target
         assert params["adapter"]["folder"] == str(run.exports_dir)
         assert sorted(params["blend_words"]) == sorted([token, "star"])
     [edit] = library_edits.list_edits(library, subject_id=subject.id)
