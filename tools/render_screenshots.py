@@ -1,7 +1,7 @@
 """Render the README screenshots from the real app: real engine, real model, real generation.
 
     python -m tools.render_screenshots [--model PATH] [--prompt P] [--out docs/screenshots]
-                                       [--pages generate,library,train,edit,compare,evaluate]
+                                       [--pages generate,library,train,edit,compare,evaluate,insertion]
 
 Without --model, the shipped toy-world model (the first-run default) is used. The library shot adds
 the demo subjects through the page's own button (the engine renders their photos), then drops two
@@ -12,7 +12,9 @@ the heatmap of "star" over the result. The compare shot waits for a finished LoR
 train shot's, or one it trains the same way), then draws a gallery of the base model and that run on
 the toy-world prompts with four seeds and the class prompt; the evaluate shot scores that gallery
 (offline: the toy evaluator's scores, and "not available" with its reason where a feature model is
-missing).
+missing). The insertion shots (tools/render_insertion.py) put Dotty into the gallery's base-model
+pictures of the class prompt: one through Compare's cell menu on the Edit page, then all of them as
+a batch (original | edited).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     parser.add_argument("--home", type=Path, help="the app's data folder (default: a fresh temporary one); "
                         "reuse one to keep its subjects, runs and class images between renders")
-    parser.add_argument("--pages", default="generate,library,train,edit,compare,evaluate",
-                        help="comma-separated: generate, library, train, edit, compare, evaluate")
+    parser.add_argument("--pages", default="generate,library,train,edit,compare,evaluate,insertion",
+                        help="comma-separated: generate, library, train, edit, compare, evaluate, insertion")
     args = parser.parse_args(argv)
     pages = set(args.pages.split(","))
     home = str(args.home) if args.home else tempfile.mkdtemp(prefix="s2s-shots-")
@@ -103,10 +105,14 @@ def main(argv=None) -> int:
         from tools.render_edit import render_edit
 
         render_edit(window, app, run_until, args.out)
-    if "compare" in pages or "evaluate" in pages:
+    if "compare" in pages or "evaluate" in pages or "insertion" in pages:
         render_compare(window, app, run_until, args.out, shoot="compare" in pages)
     if "evaluate" in pages:
         render_evaluate(window, app, run_until, args.out)
+    if "insertion" in pages:
+        from tools.render_insertion import render_insertion
+
+        render_insertion(window, app, run_until, args.out)
     window.close()
     print(f"written to {args.out}")
     return 0
