@@ -7,6 +7,8 @@
     slider re-render (source replayed)     vs the first edit                     target ≤ 0.6×
     direct-inversion edit (uncached)       vs plain generation                   target ≤ 2.5×
     null-text-inversion edit               vs plain generation                   reference
+    subject insertion (a LoRA run on the   vs the same P2P edit without a run     target ≤ 1.2×
+      target branch only, first edit)
 
 "Plain" is StableDiffusionPipeline.__call__ with DDIM, the same steps and guidance. Default model:
 the shipped toy world on CPU; ``--sd15-shape``: an SD-1.5-shaped model with random weights
@@ -24,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGETS = {"p2p_edit": 1.15, "heatmaps": 1.05, "rerender": 0.6, "direct_edit": 2.5, "nulltext_edit": None}
+TARGETS = {"p2p_edit": 1.15, "heatmaps": 1.05, "rerender": 0.6, "direct_edit": 2.5, "nulltext_edit": None,
+           "subject_edit": 1.2}
 SWAP = ("a red star on a blue background", "a green star on a blue background")
 
 
@@ -46,6 +49,28 @@ def load(sd15: bool, device: str, size: int):
     pipe = build_sd15_shaped_pipeline().to(device, getattr(torch, dtype))
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(ModelRef("folder", "sd15-shape", "SD1.5-shaped (random)"), pipe, device, dtype, 0.0)
+
+
+def random_lora_run(pipe, folder: Path, rank: int = 32, layers: str = "convolutions") -> str:
+    """A run's export folder holding a LoRA with random weights (real FLOPs, no training): the toy
+    preset's shape (rank 32 on the convolutions) unless told otherwise."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    from engine.train.export import save_diffusers_lora
+    from engine.train.methods import lora_targets
+
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=lora_targets(layers))
+    unet = inject_adapter_in_model(config, copy.deepcopy(pipe.unet).to("cpu", torch.float32), adapter_name="bench")
+    state = {k: v * 0.1 for k, v in get_peft_model_state_dict(unet, adapter_name="bench").items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_diffusers_lora(state, config, folder)
+    (folder / "run_config.json").write_text(json.dumps({"method": "lora", "token": "<bench-star>",
+                                                        "config": {"rank": rank, "lora_layers": layers}}))
+    return str(folder)
 
 
 def main(argv=None) -> int:
@@ -119,6 +144,19 @@ def main(argv=None) -> int:
         state.edit_caches = None  # uncached: the user's first edit of a photo
         edit(source_prompt=SWAP[0], target_prompt=SWAP[1], image=str(photo), invert=method, heatmaps=False)
 
+    run = random_lora_run(pipe, out / "bench-run")
+    insert = ("a red star on a blue background", "a <bench-star> star on a blue background")
+
+    def subject_edit():  # the same picture and edit as first_edit, with a run on the target branch
+        seed[0] += 1
+        result = edit(source_prompt=insert[0], target_prompt=insert[1], seed=seed[0],
+                      adapter={"folder": run, "scale": 1.0})
+        assert result["subject_branch"] == "target"
+
+    def plain_edit():  # first_edit on the same prompts, the run taken off
+        seed[0] += 1
+        edit(source_prompt=insert[0], target_prompt=insert[1], seed=seed[0])
+
     measures = {
         "plain_1": lambda: plain([SWAP[0]]),
         "plain_2": lambda: plain(list(SWAP)),
@@ -126,6 +164,8 @@ def main(argv=None) -> int:
         "heatmaps": lambda: edit(source_prompt=SWAP[0], seed=0),
         "rerender": rerender,
         "direct_edit": lambda: inversion_edit("direct"),
+        "edit_no_run": plain_edit,
+        "subject_edit": subject_edit,
     }
     for fn in measures.values():  # warm-up (allocator, kernels, first-call imports)
         fn()
@@ -142,7 +182,7 @@ def main(argv=None) -> int:
     median = {name: min(v) for name, v in times.items()}
     medians = {name: statistics.median(v) for name, v in times.items()}
     baselines = {"p2p_edit": "plain_2", "heatmaps": "plain_1", "rerender": "p2p_edit", "direct_edit": "plain_1",
-                 "nulltext_edit": "plain_1"}
+                 "nulltext_edit": "plain_1", "subject_edit": "edit_no_run"}
     card = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()} CPU"
     model = f"SD1.5-shaped (random weights) at {size}²" if args.sd15_shape else f"toy world at {size}²"
     print(f"\nPrompt-to-Prompt overheads — {model}, {args.steps} DDIM steps, CFG 7.5, {card}, "

@@ -163,8 +163,9 @@ def prepare_source(pipe, params, scheduler, cond_source, uncond, caches, model_k
 
 # ----------------------------------------------------------------------------------- the loop
 def denoise(pipe, scheduler, controller: EditController, source: Source, cond, uncond, guidance, ctx,
-            replay: SourceRecord | None, record: SourceRecord | None):
-    """Sample the rows of ``cond`` ((rows, 77, d)); rows follow ``controller.rows``."""
+            replay: SourceRecord | None, record: SourceRecord | None, shared: int = 0):
+    """Sample the rows of ``cond`` ((rows, 77, d)); rows follow ``controller.rows``. The target row
+    takes the source's latent after each of the first ``shared`` steps."""
     rows = cond.shape[0]
     guided = guidance > 1.0
     latents = source.start.repeat(rows, 1, 1, 1)
@@ -196,7 +197,10 @@ def denoise(pipe, scheduler, controller: EditController, source: Source, cond, u
             if record is not None:
                 record.latents.append(source_latent.clone())
         if controller.rows != "source" and controller.spec is not None:
-            latents[-1] = controller.blend(latents[-1], source_latent, steps)
+            if i < shared:
+                latents[-1] = source_latent
+            else:
+                latents[-1] = controller.blend(latents[-1], source_latent, steps)
         ctx.progress(i + 1, steps, phase="editing")
     return latents
 
@@ -293,7 +297,8 @@ def run_edit_job(params: dict, ctx, state) -> dict:
     # a LoRA run shares the batch: peft adds it to the target rows only, the source rows stay exact
     rows_on = adapters.lora_on_rows(loaded, [False, True]) if split and rows == "pair" else contextlib.nullcontext()
     with rows_on:
-        images = _sample(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record)
+        images = _sample(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record,
+                         int(round(params["shared_steps"] * steps)))
     if record is not None:
         caches.records.put(source_key, record)
     source_image = replay.source_image if replay is not None else images[0]
@@ -304,13 +309,14 @@ def run_edit_job(params: dict, ctx, state) -> dict:
     return result
 
 
-def _sample(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record) -> list:
+def _sample(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record, shared=0) -> list:
     """One denoising run under the controller's attention; the decoded rows. A record being made
     keeps the decoded source picture."""
     attention.install(pipe.unet, controller, controller.controlled_layers())
     try:
         with torch.no_grad():
-            latents = denoise(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record)
+            latents = denoise(pipe, scheduler, controller, source, cond, negative, guidance, ctx, replay, record,
+                              shared)
         images = decode(pipe, latents)
     finally:
         attention.uninstall(pipe.unet)

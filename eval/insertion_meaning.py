@@ -72,7 +72,10 @@ def score_edit(result: dict, subject) -> dict | None:
 def measure(session: EditSession, folder: str, subject, seeds: list[int], image: bool = False,
             backgrounds=BACKGROUNDS, **edit) -> dict:
     """Insertion of the run at ``folder`` into the source scenes; the rates and medians."""
+    from engine.protocol.editing import insertion_blend_words
+
     settings = insertion_defaults()
+    settings["blend_words"] = insertion_blend_words(subject.token, subject.class_noun)
     settings.update(edit)
     scale = settings.pop("lora_scale")
     adapter = {"folder": folder, "scale": scale}

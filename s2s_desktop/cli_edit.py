@@ -66,6 +66,8 @@ def add_parser(sub) -> None:
     edit.add_argument("--cross-steps", default=None, help="share of steps the source's cross-attention is "
                       "injected: F or START,END (default 0.8; with --subject the insertion default)")
     edit.add_argument("--self-steps", default=None, help="the same for self-attention (default 0.4)")
+    edit.add_argument("--shared-steps", type=float, default=None, help="share of the first steps the edited "
+                      "picture takes the original's latents (keeps the layout; default 0, with --subject 0.3)")
     edit.add_argument("--word-steps", action="append", default=[], metavar="WORD=F|S,E",
                       help="a target word's own cross-attention schedule, e.g. green=0.2 (repeat)")
     edit.add_argument("--mode", choices=EDIT_MODES, default="auto",
@@ -132,7 +134,8 @@ def build_params(args, adapter: dict | None, insertion: Insertion | None = None,
         raise UsageError(f"{image}: no such file")
     if not source["source_prompt"].strip():
         raise UsageError("give --source: the prompt that describes the picture as it is")
-    defaults = INSERTION_DEFAULTS if insertion else {"cross_steps": 0.8, "self_steps": 0.4, "blend_threshold": 0.3}
+    defaults = INSERTION_DEFAULTS if insertion else {"cross_steps": 0.8, "self_steps": 0.4, "blend_threshold": 0.3,
+                                                     "shared_steps": 0.0}
     target, blend = args.target, args.blend or None
     if insertion is not None:
         if not target:
@@ -158,6 +161,7 @@ def build_params(args, adapter: dict | None, insertion: Insertion | None = None,
         "mode": args.mode,
         "cross_steps": parse_schedule(args.cross_steps, "--cross-steps") if args.cross_steps else defaults["cross_steps"],
         "self_steps": parse_schedule(args.self_steps, "--self-steps") if args.self_steps else defaults["self_steps"],
+        "shared_steps": args.shared_steps if args.shared_steps is not None else defaults["shared_steps"],
         "word_cross_steps": parse_word_steps(args.word_steps) or None,
         "reweight": parse_reweights(args.reweight) or None,
         "blend_words": blend,

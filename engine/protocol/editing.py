@@ -27,6 +27,9 @@ Result of an edit job (the response's "result"):
     notes                things the user should know (e.g. a replace fell back to refine)
     source_words, target_words   [{"word": str, "tokens": [index…]}] as in the heatmap meta
     reused_source        true when the source branch came from the cache (a slider re-render)
+    subject_branch       with an adapter: "target" when only the edited branch got the run (the
+                         source prompt does not name its word: the original stays the base
+                         model's picture), "both" when the source names it; "" without one
     inversion_cached     true when the inversion came from the cache
     seconds, device
 Progress events carry "phase": "inverting" | "editing".
@@ -108,6 +111,9 @@ EDIT_PARAMS: dict[str, Field] = {
     "cross_steps": Field((int, float, list), default=0.8, check=_schedule),
     "word_cross_steps": Field(dict, default=None, check=_word_schedules),  # {word: schedule}
     "self_steps": Field((int, float, list), default=0.4, check=_schedule),
+    # The edited branch takes the source's latents for this share of the first steps, then goes its
+    # own way: the layout is fixed before the target prompt (or a subject's run) draws (SDEdit-like).
+    "shared_steps": Field((int, float), default=0.0, minimum=0.0, maximum=1.0),
     "reweight": Field(dict, default=None, check=_reweights),  # {word: factor}, -2 … 5
     "blend_words": Field(list, default=None, max_len=20, item=str),  # words whose area may change
     "blend_threshold": Field((int, float), default=0.3, minimum=0.0, maximum=1.0),
@@ -131,8 +137,12 @@ def normalise_word(word: str) -> str:
 
 # Putting a learned subject into a picture (the Edit page's "Put … in", `s2s edit --subject`).
 # Measured on the toy world (benchmarks/results/insertion-sweep-cpu.md); the run's LoRA goes on the
-# target branch only, so these say how much of the source's attention the subject's branch keeps.
-INSERTION_DEFAULTS = {"cross_steps": 0.8, "self_steps": 0.4, "blend_threshold": 0.3, "lora_scale": 1.0}
+# target branch only, so these say how much of the source the subject's branch keeps.
+# Best of a 16-setting sweep (Dotty, toy LoRA preset, 4 scenes x 8 seeds): the edited branch shares
+# the source's first 30% of steps (layout), no attention injection (injected cross-attention of the
+# class word erased the subject: 0% at P2P's 0.8/0.4), local blend on the object, LoRA at 1.5.
+INSERTION_DEFAULTS = {"shared_steps": 0.3, "cross_steps": 0.0, "self_steps": 0.0, "blend_threshold": 0.3,
+                      "lora_scale": 1.5}
 
 
 def insertion_target(prompt: str, into: str, token: str, class_noun: str) -> str:
