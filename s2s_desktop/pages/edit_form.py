@@ -152,9 +152,13 @@ class EditForm(QWidget):
         self.threshold = ValueSlider(0.0, 1.0, EDIT_PARAMS["blend_threshold"].default, step=0.05)
         self.threshold.setToolTip("Local blend: how strongly a blend word must attend to a place for it to "
                                   "change (tick 'blend' under a word to use it)")
+        self.shared = ValueSlider(0.0, 1.0, EDIT_PARAMS["shared_steps"].default, step=0.05)
+        self.shared.setToolTip("Keep layout: the edited picture follows the original for this share of the first "
+                               "steps, then the target prompt (and a subject's run) draws the rest")
         for control in (self.cross, self.self_attention):
             control.changed.connect(self.settings_changed)
         self.threshold.value_changed.connect(lambda _: self.settings_changed.emit())
+        self.shared.value_changed.connect(lambda _: self.settings_changed.emit())
         edit_box = QGroupBox("Edit")
         form = QFormLayout(edit_box)
         form.addRow("Steps", self.steps)
@@ -163,6 +167,7 @@ class EditForm(QWidget):
         form.addRow("Cross-attention", self.cross)
         form.addRow("Self-attention", self.self_attention)
         form.addRow("Blend threshold", self.threshold)
+        form.addRow("Keep layout", self.shared)
 
         # ---- subject
         self.subject = QComboBox()
@@ -359,7 +364,8 @@ class EditForm(QWidget):
         self.put_in_button.setText(f"Put {run['subject']} in place of “{into}”")
         d = INSERTION_DEFAULTS
         self.put_in_button.setToolTip(
-            f"The target prompt becomes “{target}”; cross-attention {d['cross_steps']:.0%} of the steps, "
+            f"The target prompt becomes “{target}”; layout kept for {d['shared_steps']:.0%} of the steps, "
+            f"cross-attention {d['cross_steps']:.0%}, "
             f"self-attention {d['self_steps']:.0%}, local blend on “{run['class_noun']}” and “{run['token']}” "
             f"(threshold {d['blend_threshold']:g}), strength {d['lora_scale']:g}")
         self.subject_hint.setText(
@@ -378,6 +384,7 @@ class EditForm(QWidget):
             return False
         d = INSERTION_DEFAULTS
         self.cross.set_value(d["cross_steps"], quiet=True)
+        self.shared.set_value(d["shared_steps"], quiet=True)
         self.self_attention.set_value(d["self_steps"], quiet=True)
         self.threshold.set_value(d["blend_threshold"], quiet=True)
         self.lora_scale.set_value(d["lora_scale"], quiet=True)
@@ -410,6 +417,7 @@ class EditForm(QWidget):
             "guidance": self.guidance.value(),
             "mode": self.mode.currentData(),
             "cross_steps": self.cross.value(),
+            "shared_steps": self.shared.value(),
             "self_steps": self.self_attention.value(),
             "blend_threshold": self.threshold.value(),
             "heatmaps": True,
@@ -440,6 +448,7 @@ class EditForm(QWidget):
         self.guidance.setValue(float(params.get("guidance", self.guidance.value())))
         self.mode.setCurrentIndex(max(self.mode.findData(params.get("mode", "auto")), 0))
         self.cross.set_value(params.get("cross_steps", EDIT_PARAMS["cross_steps"].default), quiet=True)
+        self.shared.set_value(params.get("shared_steps", 0.0), quiet=True)
         self.self_attention.set_value(params.get("self_steps", EDIT_PARAMS["self_steps"].default), quiet=True)
         self.threshold.set_value(params.get("blend_threshold", 0.3), quiet=True)
         adapter = params.get("adapter") or {}

@@ -43,6 +43,21 @@ def test_lora_on_the_convolutions_draws_the_subject_and_keeps_the_class(toy_load
     assert trained["subject_rate"] >= 0.65, trained  # measured 75% (bar 70%)
     # measured 88% against the base's 100% (the bar, within 10 points, is missed by one seed in 32)
     assert trained["class_accuracy"] >= base["class_accuracy"] - 0.2, (base, trained)
+    # Putting it into pictures (issue 23), with the insertion defaults: "a red star on a … background"
+    # → "a <dotty-star> star …", 4 scenes x 4 seeds, the run on the edited branch only.
+    from eval.edit_meaning import EditSession
+    from eval.insertion_meaning import measure
+
+    inserted = measure(EditSession(out_dir=tmp_path / "edits"), str(tmp_path / "lora" / "exports"),
+                       get_subject("Dotty"), [0, 1, 2, 3])
+    summary = {k: v for k, v in inserted.items() if k != "rows"}
+    # The issue's bars (>= 70% subject, IoU >= 0.7, >= 25 dB) are not met yet: measured over 3
+    # training seeds x 32 edits (benchmarks/results/insertion-sweep-cpu.md): subject 26% / 19% / 10%, IoU median 0.64,
+    # 30-31 dB outside.
+    # These floors keep it from getting worse; the base model draws the subject in 0 of them.
+    assert inserted["n"] >= 12, summary
+    assert inserted["subject_rate"] >= 0.05, summary
+    assert inserted["iou_median"] >= 0.5 and inserted["psnr_outside_median"] >= 25, summary
 
 
 def test_pivotal_draws_the_subject_and_keeps_the_class(toy_loaded, base_scores, tmp_path):
