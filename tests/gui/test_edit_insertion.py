@@ -106,8 +106,10 @@ def test_put_in_writes_the_insertion_target_and_sets_the_insertion_defaults(page
     params = engine.submitted[1]
     assert params["target_prompt"] == expected and params["source_prompt"] == SOURCE
     assert sorted(params["blend_words"]) == sorted([token, "star"])
-    assert params["adapter"] == {"folder": str(run.exports_dir), "scale": 1.0}
-    assert (params["cross_steps"], params["self_steps"], params["blend_threshold"]) == (0.8, 0.4, 0.3)
+    assert params["adapter"] == {"folder": str(run.exports_dir), "scale": INSERTION_DEFAULTS["lora_scale"]}
+    d = INSERTION_DEFAULTS
+    assert (params["cross_steps"], params["self_steps"], params["blend_threshold"], params["shared_steps"]) == (
+        d["cross_steps"], d["self_steps"], d["blend_threshold"], d["shared_steps"])
     assert page.batch_button.text() == "Put Dotty in a folder of pictures…"
 
 
