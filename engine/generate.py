@@ -93,8 +93,10 @@ def unique_path(folder: Path, stem: str) -> Path:
     return candidate
 
 
-def generate_images(loaded, settings: GenerationSettings, batch: int, ctx: JobContext | None = None):
-    """Run the pipeline; one seed per image (seed, seed+1, …) so any image can be re-made alone."""
+def generate_images(loaded, settings: GenerationSettings, batch: int, ctx: JobContext | None = None,
+                    output_type: str = "pil"):
+    """Run the pipeline; one seed per image (seed, seed+1, …) so any image can be re-made alone.
+    ``output_type="latent"``: the final latents (scaled as the UNet sees them), not decoded."""
     import torch
 
     pipe = loaded.pipeline
@@ -120,7 +122,7 @@ def generate_images(loaded, settings: GenerationSettings, batch: int, ctx: JobCo
             num_images_per_prompt=batch,
             generator=generators,
             callback_on_step_end=on_step_end,
-            output_type="pil",
+            output_type=output_type,
         )
     return result.images
 

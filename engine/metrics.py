@@ -309,6 +309,51 @@ class ImageEmbedder:
                 out.append(torch.nn.functional.normalize(hidden[:, 0].float(), dim=-1).cpu())
         return torch.cat(out)
 
+    def key_self_similarity(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(n, tokens, tokens): cosine similarity between the last layer's attention keys of every
+        pair of tokens (CLS included), heads concatenated: the structure descriptor of Splice
+        (Tumanyan et al. 2022) that PIE-Bench's structure distance compares. By hand: no library
+        exposes it; the keys are caught with a hook on the last key projection."""
+        import torch
+
+        key = _last_key_projection(self.model)
+        caught: list = []
+        handle = key.register_forward_hook(lambda module, args, output: caught.append(output))
+        out = []
+        try:
+            with torch.inference_mode():
+                for chunk in _chunks(images):
+                    pixels = self.image_processor(images=[_rgb(i) for i in chunk], return_tensors="pt")["pixel_values"]
+                    caught.clear()
+                    self.model(pixel_values=pixels.to(self.device))
+                    keys = torch.nn.functional.normalize(caught[-1].float(), dim=-1)
+                    out.append((keys @ keys.transpose(1, 2)).cpu())
+        finally:
+            handle.remove()
+        return torch.cat(out)
+
+
+def _last_key_projection(model):
+    """The last transformer layer's key projection: ``…k_proj`` (transformers ≥ 5) or
+    ``…attention.key`` (earlier ViT/DINOv2 layouts)."""
+    import torch
+
+    found = [m for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and (name.endswith("k_proj") or name.endswith(".key"))]
+    if not found:
+        raise Unavailable(f"the DINO model ({type(model).__name__}) has no attention key projection to measure "
+                          f"structure with: {SETTINGS_HINT}")
+    return found[-1]
+
+
+def structure_distances(dino: ImageEmbedder, sources: list[Image.Image], edits: list[Image.Image]) -> list[float]:
+    """PIE-Bench's structure distance per (source, edit) pair: the mean squared difference of their
+    DINO key self-similarity matrices (0 for the same picture; PIE-Bench tables show it ×10³)."""
+    if len(sources) != len(edits) or not sources:
+        raise ValueError(f"structure_distances needs pairs (got {len(sources)} sources and {len(edits)} edits)")
+    a, b = dino.key_self_similarity(sources).double(), dino.key_self_similarity(edits).double()
+    return ((a - b) ** 2).mean(dim=(1, 2)).tolist()
+
 
 def _load_dino(source: str, device: str) -> ImageEmbedder:
     _import("torch", "torch", "DINO")
@@ -581,7 +626,7 @@ def _lpips_backbone_net(state: dict) -> str:
 
 
 def _load_lpips(source: str, device: str) -> LpipsScorer:
-    what = "LPIPS (the DIV diversity score)"
+    what = "LPIPS (the DIV diversity score, the background of an insertion)"
     _import("torch", "torch", what)
     torchvision = _import("torchvision", "torchvision", what)
     lpip = _import("torchmetrics.image.lpip", "torchmetrics", what)

@@ -34,9 +34,10 @@ JOB_HANDLERS: dict[str, str] = {
     "edit": "engine.edit:run_edit_job",
     "gallery": "engine.gallery:run_gallery_job",
     "evaluate": "engine.evaluate:run_evaluate_job",
+    "evaluate_insertion": "engine.evaluate_insertion:run_evaluate_insertion_job",
 }
 # Jobs that need a loaded base model before they can be submitted.
-NEEDS_MODEL = {"generate", "gallery", "edit", "attention", "invert", "train", "class_images"}
+NEEDS_MODEL = {"generate", "gallery", "edit", "attention", "invert", "train", "class_images", "evaluate_insertion"}
 # Job parameters naming a folder or file the job writes into (evaluate writes beside "gallery").
 WRITE_PATHS = ("out_dir", "run_dir", "class_cache_dir", "gallery", "out")
 

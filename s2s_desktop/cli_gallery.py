@@ -3,6 +3,7 @@
     s2s generate --subject Rex --run 3 --run 5 --prompts prompts.txt --seeds 0-3 --out DIR
     s2s generate --demo --subject Dotty --run 1 --checkpoints 1 --seeds 0-1 --out DIR
     s2s evaluate --subject Rex --run 3 --run 5 [--gallery ID|DIR] [--export DIR] [--json]
+    s2s evaluate --insertion --subject Rex --run 3 [--images DIR | --seeds 0-3] [--into WORD]  (cli_insertion)
 
 Both go through the same engine jobs and the same catalog records as the Generate page's Compare
 mode and the Evaluate page. ``evaluate`` without ``--gallery`` first generates one (the default
@@ -55,9 +56,12 @@ def add_evaluate_parser(sub) -> None:
     for name in FEATURE_MODELS:
         ev.add_argument(f"--{name}", metavar="SOURCE", help=f"{name} feature model: a folder, file or hub id "
                         "(default: settings)")
-    ev.add_argument("--export", type=Path, metavar="DIR", help="also write grid.png, evaluation.csv/.md, report.html")
-    ev.add_argument("--out", type=Path, help="gallery folder when one is generated (default: in the library)")
-    ev.add_argument("--prompt", action="append", default=[], help="prompt template (repeat; default: a prompt list)")
+    ev.add_argument("--export", type=Path, metavar="DIR", help="also write grid.png, evaluation.csv/.md, report.html "
+                    "(--insertion: insertion.csv/.md, insertion-report.html)")
+    ev.add_argument("--out", type=Path, help="gallery folder when one is generated, or the --insertion results "
+                    "folder (default: in the library)")
+    ev.add_argument("--prompt", action="append", default=[], help="prompt template (repeat; default: a prompt "
+                    "list); with --insertion: a source picture's prompt")
     ev.add_argument("--prompts", type=Path, help="text file with one prompt template per line")
     ev.add_argument("--steps", type=int, default=25)
     ev.add_argument("--guidance", type=float, default=7.5)
@@ -70,6 +74,13 @@ def add_evaluate_parser(sub) -> None:
     ev.add_argument("--device", default=None, help="auto, cuda, mps or cpu")
     ev.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     add_gallery_arguments(ev)
+    put_in = ev.add_argument_group("putting the subject into pictures (with --insertion)")
+    put_in.add_argument("--insertion", action="store_true", help="score how each --run puts the subject into "
+                        "source pictures (prompts × --seeds, or --images) instead of a gallery")
+    put_in.add_argument("--images", type=Path, metavar="DIR", help="source pictures to put the subject into "
+                        "(inverted; --prompt says what they show unless this app made them)")
+    put_in.add_argument("--into", metavar="WORD", help="the word of the source prompts the subject takes the place "
+                        "of (default: the subject's class noun)")
 
 
 # ------------------------------------------------------------------------------------ building
@@ -240,6 +251,12 @@ def _existing_gallery(library, spec: str):
 
 
 def evaluate(args) -> int:
+    if args.insertion:
+        from s2s_desktop.cli_insertion import evaluate_insertion
+
+        return evaluate_insertion(args)
+    if args.images or args.into:
+        raise UsageError("--images and --into go with --insertion (putting the subject into pictures)")
     from s2s_desktop import reports
     from s2s_desktop.cli import resolve_model
     from s2s_desktop.library import galleries

@@ -279,6 +279,91 @@ def _html_grid(folder: Path, manifest: dict) -> str:
     return f"<table class='grid'><thead><tr><th></th>{head}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
 
 
+# ------------------------------------------------------------------------------------ insertion
+def insertion_summary(evaluation: dict) -> str:
+    settings = evaluation.get("settings") or {}
+    sources = evaluation.get("sources") or []
+    inverted = sum(1 for s in sources if s.get("image"))
+    made = f"{len(sources)} source picture(s)" + (f", {inverted} of them inverted photos" if inverted else "")
+    return (f"“{evaluation.get('into', '')}” becomes {evaluation.get('token', '')} in {made}; "
+            f"{settings.get('steps')} steps, guidance {settings.get('guidance')}, model {settings.get('model', '')}. "
+            f"Edited area: {evaluation.get('area', '')}.")
+
+
+def insertion_markdown(evaluation: dict) -> str:
+    """The insertion evaluation as a Markdown section: what was done, the table (a row per run, the
+    sample counts, the "not available" reasons), and the source pictures."""
+    lines = [f"## Putting {evaluation.get('token', 'the subject')} in", "", insertion_summary(evaluation)]
+    if not evaluation.get("complete", True):
+        lines.append("**Cancelled before it finished**: the scores cover the edits that were made.")
+    lines += ["", evaluation_markdown(evaluation).rstrip(), "", "Source pictures:"]
+    for i, source in enumerate(evaluation.get("sources") or [], 1):
+        picture = f"{Path(source['image']).name}, inverted" if source.get("image") else f"seed {source.get('seed', 0)}"
+        lines.append(f"{i}. {source['prompt']} ({picture}) → {source.get('target', '')}")
+    return "\n".join(lines) + "\n"
+
+
+def _edit_tip(edit: dict) -> str:
+    parts = []
+    if edit.get("present") is not None:
+        parts.append("subject found" if edit["present"] else "no subject found")
+    if edit.get("iou") is not None:
+        parts.append(f"IoU {edit['iou']:.2f}")
+    if edit.get("psnr_outside") is not None:
+        parts.append(f"PSNR outside {edit['psnr_outside']:.1f} dB")
+    return ", ".join(parts)
+
+
+def insertion_html(folder: Path, evaluation: dict, out_path: Path, examples: int = 4, title: str = "") -> Path:
+    """One self-contained page: the summary, the sortable table with its notes, and the first
+    ``examples`` source pictures beside each run's edit of them (the insertion's own files)."""
+    esc = html.escape
+    folder = Path(folder)
+    title = title or f"Subject2Subject — putting {evaluation.get('token', 'the subject')} in"
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             f"<style>{_STYLE}</style></head><body>", f"<h1>{esc(title)}</h1>",
+             f"<p>{esc(insertion_summary(evaluation))}"
+             + ("" if evaluation.get("complete", True) else " <b>Cancelled before it finished.</b>") + "</p>",
+             "<h2>Scores</h2>", _html_table(evaluation)]
+    notes = _notes(evaluation) + [f"{m['title']}: {m['note']}" + (f" (model: {m['model']})" if m.get("model") else "")
+                                  for m in _metric_names(evaluation)]
+    parts.append("<ul class='notes'>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    rows = evaluation.get("rows", [])
+    sources = (evaluation.get("sources") or [])[:examples]
+    head = "".join(f"<th>{esc(r.get('label') or r['column'])}</th>" for r in rows)
+    body = []
+    for index, source in enumerate(sources):
+        edits = [next((e for e in r.get("edits", []) if e["source"] == index), None) for r in rows]
+        original = next((e["original"] for e in edits if e), None)
+        cells = [f"<td class='prompt'>{esc(source['prompt'])}</td>"]
+        for file, tip in [(original, "source")] + [(e and e["edited"], e and _edit_tip(e)) for e in edits]:
+            image = folder / file if file else None
+            cells.append(f"<td><img src='{_data_uri(image)}' title='{esc(tip or '')}'></td>" if image and image.is_file()
+                         else "<td></td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    if body:
+        parts += ["<h2>Examples</h2>", f"<table class='grid'><thead><tr><th></th><th>source</th>{head}</tr></thead>"
+                  f"<tbody>{''.join(body)}</tbody></table>"]
+    parts.append(f"<script>{_SORT_SCRIPT}</script></body></html>\n")
+    atomic_write_text(Path(out_path), "".join(parts))
+    return Path(out_path)
+
+
+def insertion_export_names(folder: Path) -> dict[str, Path]:
+    """Beside a gallery's exports without overwriting them."""
+    folder = Path(folder)
+    return {"csv": folder / "insertion.csv", "markdown": folder / "insertion.md", "html": folder / "insertion-report.html"}
+
+
+def export_insertion(folder: Path, evaluation: dict, out_folder: Path) -> dict[str, Path]:
+    """All three insertion exports into ``out_folder`` (``folder``: where the job wrote the edits)."""
+    names = insertion_export_names(out_folder)
+    evaluation_csv(evaluation, names["csv"])
+    atomic_write_text(names["markdown"], insertion_markdown(evaluation))
+    insertion_html(folder, evaluation, names["html"])
+    return names
+
+
 def default_export_names(folder: Path) -> dict[str, Path]:
     folder = Path(folder)
     return {"grid": folder / "grid.png", "csv": folder / "evaluation.csv", "markdown": folder / "evaluation.md",

@@ -39,6 +39,7 @@ JOB_KINDS = (
     "download_model",
     "demo_subjects",
     "gallery",
+    "evaluate_insertion",
 )
 TRAIN_METHODS = ("dreambooth", "lora", "ti", "pivotal")
 EVENTS = ("started", "progress", "artifact", "log", "finished", "failed", "cancelled")
@@ -357,3 +358,8 @@ from engine.protocol.gallery import EVALUATE_PARAMS, GALLERY_PARAMS  # noqa: E40
 
 JOB_SCHEMAS["gallery"] = GALLERY_PARAMS
 JOB_SCHEMAS["evaluate"] = EVALUATE_PARAMS
+
+# Putting a subject into pictures, measured per run (beside the gallery evaluation).
+from engine.protocol.insertion import EVALUATE_INSERTION_PARAMS  # noqa: E402
+
+JOB_SCHEMAS["evaluate_insertion"] = EVALUATE_INSERTION_PARAMS

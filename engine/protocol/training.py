@@ -64,6 +64,9 @@ TRAIN_CONFIG: dict[str, Field] = {
     "class_prompt": Field(str, default="a photo of a {class}", max_len=300),
     "class_images": Field(int, default=100, minimum=0, maximum=5000),
     "class_image_steps": Field(int, default=25, minimum=1, maximum=200),
+    # The prior's targets: the base model's own latents of its class images (cached beside the PNGs),
+    # or the PNGs encoded again by the VAE, as diffusers' DreamBooth scripts do
+    "prior_on_latents": Field(bool, default=False),
     # The VAE posterior's mean by default: deterministic, and for SD's VAE a sample differs from it by
     # ~0.1%; a VAE with a wide posterior (the toy world's: std 0.99 vs spread 1.26) is hurt by sampling.
     "sample_latents": Field(bool, default=False),
@@ -102,7 +105,7 @@ UNUSED = {
                    "word_train_fraction"},
     "lora": {"embedding_learning_rate", "init_word", "word_vectors", "word_train_fraction"},
     "ti": {"rank", "alpha", "lora_layers", "prior", "prior_weight", "class_prompt", "class_images", "class_image_steps",
-           "learning_rate", "word_train_fraction"},
+           "prior_on_latents", "learning_rate", "word_train_fraction"},
     "pivotal": set(),
 }
 

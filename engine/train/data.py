@@ -92,15 +92,30 @@ def class_cache_folder(root: Path, model_key: str, prompt: str, resolution: int,
     return Path(root) / f"{slug}-{resolution}px-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+# Each class seed keeps two files: the PNG (what the user sees, and what older caches hold) and the
+# base model's own final latent before decoding (unscaled, as the VAE's posterior mean would be). The
+# prior trains on the latent: re-encoding the decoded PNG lands elsewhere (the toy VAE's round trip
+# moves a latent by about a third of its spread), so a prior on re-encoded PNGs pulls the model
+# towards a distribution that is not its own and the class drifts.
+def class_latent_path(folder: Path, seed: int) -> Path:
+    return folder / f"{seed:05d}.latent.safetensors"
+
+
 def missing_class_seeds(folder: Path, count: int) -> list[int]:
-    return [seed for seed in range(count) if not (folder / f"{seed:05d}.png").is_file()]
+    return [
+        seed for seed in range(count)
+        if not (folder / f"{seed:05d}.png").is_file() or not class_latent_path(folder, seed).is_file()
+    ]
 
 
 def make_class_images(loaded, folder: Path, prompt: str, count: int, resolution: int, steps: int, on_image) -> None:
-    """Generate the missing class images with the base model (seed i for image i), one file each,
-    written atomically, so an interrupted run keeps what it made."""
+    """Generate the missing class images with the base model (seed i for image i), the PNG and its
+    latent, each written atomically (latent first), so an interrupted run keeps what it made."""
+    from safetensors.torch import save_file
+
     from engine.generate import GenerationSettings, generate_images
 
+    pipe = loaded.pipeline
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prompt.txt").write_text(prompt + "\n", encoding="utf-8")
     for seed in missing_class_seeds(folder, count):
@@ -109,7 +124,14 @@ def make_class_images(loaded, folder: Path, prompt: str, count: int, resolution:
             height=resolution, scheduler="ddim",
             model_name=loaded.ref.name,
         )
-        (image,) = generate_images(loaded, settings, 1)
+        latents = generate_images(loaded, settings, 1, output_type="latent")
+        with torch.inference_mode():
+            decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        (image,) = pipe.image_processor.postprocess(decoded, output_type="pil")
+        tmp = folder / f".{seed:05d}.latent.tmp"
+        unscaled = (latents[0] / pipe.vae.config.scaling_factor).float().cpu().contiguous()
+        save_file({"latent": unscaled}, str(tmp))
+        tmp.replace(class_latent_path(folder, seed))
         tmp = folder / f".{seed:05d}.png.tmp"
         image.save(tmp, format="PNG")
         tmp.replace(folder / f"{seed:05d}.png")
@@ -118,3 +140,15 @@ def make_class_images(loaded, folder: Path, prompt: str, count: int, resolution:
 
 def class_image_paths(folder: Path, count: int) -> list[str]:
     return [str(folder / f"{seed:05d}.png") for seed in range(count)]
+
+
+def load_class_latents(folder: Path, count: int, flip: bool, device) -> LatentSet:
+    """The cached base-model latents as a LatentSet with no spread: the prior's targets are exactly
+    what the base model drew (a mirrored latent stands in for the mirrored picture's)."""
+    from safetensors.torch import load_file
+
+    mean = torch.stack([load_file(str(class_latent_path(folder, seed)))["latent"] for seed in range(count)]).to(device)
+    std = torch.zeros_like(mean)
+    if not flip:
+        return LatentSet(mean, std)
+    return LatentSet(mean, std, mean.flip(-1), std)

@@ -76,6 +76,7 @@ class Trainer:
                 cfg["class_image_steps"], on_image,
             )
         self.class_images_missing = len(missing)
+        self.class_folder = folder
         return data.class_image_paths(folder, cfg["class_images"])
 
     def build_caches(self, class_paths: list[str]) -> None:
@@ -83,10 +84,12 @@ class Trainer:
         vae = self.pipe.vae
         self.instances = data.encode_latents(vae, data.load_images(self.spec.images, self.resolution), cfg["flip"])
         self.classes = None
-        if self.uses_prior:
+        if self.uses_prior and (self.spec.preflight or not cfg["prior_on_latents"]):
             # preflight: the instance photos stand in for class images not made yet (same cost per step)
             paths = self.spec.images if self.spec.preflight else class_paths
             self.classes = data.encode_latents(vae, data.load_images(paths, self.resolution), cfg["flip"])
+        elif self.uses_prior:
+            self.classes = data.load_class_latents(self.class_folder, len(class_paths), cfg["flip"], vae.device)
         self.scaling = vae.config.scaling_factor
         tok = trainables.tokenizer
         # a multi-vector word is spelled out to all its tokens, as generation will (engine/words.py)

@@ -1,5 +1,6 @@
 """Evaluate page: score a stored gallery's columns (the base model, runs, checkpoints) against the
-subject's photos, and compare them in a sortable table you can export.
+subject's photos, and compare them in a sortable table you can export. A toggle at the top switches
+to "Putting the subject in" (:class:`InsertionPanel`): the runs compared on inserting the subject.
 
 Left: the subject and gallery, what the scores will be computed from (the subject's photos, the
 feature models from settings, the toy evaluator for the demo subjects), which metrics, and the
@@ -16,6 +17,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -31,6 +33,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -43,6 +46,7 @@ from s2s_desktop import settings as app_settings
 from s2s_desktop.demo import DEMO_MODEL_NAME, resources_dir, toy_model_path
 from s2s_desktop.library import Library, LibraryError, Subject, galleries
 from s2s_desktop.pages.early_events import EarlyEvents
+from s2s_desktop.pages.evaluate_insertion import InsertionPanel
 from s2s_desktop.widgets.evaluation_table import BEST_MARK, EvaluationTable, notes_text
 from s2s_desktop.widgets.setters import set_enabled, set_progress, set_text
 
@@ -261,9 +265,36 @@ class EvaluatePage(QWidget):
         right_layout.addWidget(self.filler, 1)
         right_layout.addLayout(exports)
 
-        layout = QHBoxLayout(self)
-        layout.addWidget(left)
-        layout.addWidget(right, 1)
+        gallery_mode = QWidget()
+        gallery_layout = QHBoxLayout(gallery_mode)
+        gallery_layout.setContentsMargins(0, 0, 0, 0)
+        gallery_layout.addWidget(left)
+        gallery_layout.addWidget(right, 1)
+        # the second mode: the runs put the subject into the same pictures (its own panel, same table)
+        self.insertion = InsertionPanel(engine, settings, library)
+        self.modes = QStackedWidget()
+        self.modes.addWidget(gallery_mode)
+        self.modes.addWidget(self.insertion)
+        self.mode_buttons: dict[str, QPushButton] = {}
+        mode_row = QHBoxLayout()
+        mode_group = QButtonGroup(self)
+        for index, (mode, text, tip) in enumerate((
+            ("gallery", "Gallery", "Score a gallery's columns: the runs drawing the subject in new scenes"),
+            ("insertion", "Putting the subject in", "Score how each run puts the subject into the same pictures "
+                                                     "(subject, layout kept, rest kept)"),
+        )):
+            button = QPushButton(text)
+            button.setCheckable(True)
+            button.setChecked(index == 0)
+            button.setToolTip(tip)
+            button.clicked.connect(lambda _=False, i=index: self.modes.setCurrentIndex(i))
+            mode_group.addButton(button)
+            mode_row.addWidget(button)
+            self.mode_buttons[mode] = button
+        mode_row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(mode_row)
+        layout.addWidget(self.modes, 1)
 
         engine.event.connect(self.on_event)
         engine.state_changed.connect(self._on_engine_state)
@@ -285,6 +316,7 @@ class EvaluatePage(QWidget):
 
     def set_model_info(self, info: dict | None) -> None:
         self.model_info = info
+        self.insertion.set_model_info(info)
         name = (info or {}).get("name") or (self.settings.active.name if self.settings.active else "")
         set_text(self.model_label, f"Active model: <b>{html.escape(name)}</b> (scoring uses its own feature "
                                    "models, not this one)" if name else "")
@@ -636,3 +668,4 @@ class EvaluatePage(QWidget):
     def shutdown(self) -> None:
         if self.current_job:
             self.engine.cancel(self.current_job)
+        self.insertion.shutdown()

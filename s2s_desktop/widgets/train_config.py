@@ -58,6 +58,9 @@ FIELD_TEXT = {
     "instance_prompt": ("Instance prompt", "The caption of your photos; {token} and {class} are filled in"),
     "prior": ("Prior preservation", "Also train on class images so the model keeps drawing other members of the class"),
     "prior_weight": ("Prior weight", "How much the class images count against your photos"),
+    "prior_on_latents": ("Prior on the model's own latents",
+                         "Train the prior on the latents the base model drew (on) or on its class pictures "
+                         "encoded again (off, as diffusers' scripts do)"),
     "class_prompt": ("Class prompt", "The caption of the class images"),
     "class_images": ("Class images", "How many to generate (once; they are cached for later runs)"),
     "class_image_steps": ("Class image steps", "Sampling steps per class image"),
@@ -86,7 +89,8 @@ FIELD_TEXT = {
 GROUPS = (
     ("Training", ("steps", "learning_rate", "embedding_learning_rate", "lr_warmup_steps", "lr_schedule", "batch", "rank",
                   "alpha", "lora_layers", "resolution", "instance_prompt", "init_word", "word_vectors", "word_train_fraction", "seed")),
-    ("Prior preservation", ("prior", "prior_weight", "class_prompt", "class_images", "class_image_steps")),
+    ("Prior preservation", ("prior", "prior_weight", "class_prompt", "class_images", "class_image_steps",
+                            "prior_on_latents")),
     ("Samples and checkpoints", ("sample_every", "sample_prompts", "sample_seeds", "sample_steps",
                                  "checkpoint_every", "keep_checkpoints")),
     ("Memory and quality", ("mixed_precision", "gradient_checkpointing", "adam_8bit", "flip", "min_snr_gamma",

@@ -238,6 +238,31 @@ def test_dino(models, dino_dir):
         metrics.dino_similarity(dino, [], scenes)
 
 
+def test_structure_distance_is_pie_benchs_key_self_similarity(models):
+    """The last layer's keys, caught by the hook, equal its key projection of its input by hand;
+    the distance is 0 for the same picture, symmetric, and larger for an unrelated one."""
+    import torch
+
+    dino = models.dino()
+    scenes, noise = _scene_images(7, 2), _noise_images(8, 2)
+    sims = dino.key_self_similarity(scenes)
+    tokens = (32 // 8) ** 2 + 1  # patches + CLS
+    assert sims.shape == (2, tokens, tokens) and torch.allclose(sims.diagonal(dim1=1, dim2=2), torch.ones(2, tokens))
+    pixels = dino.image_processor(images=scenes, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        hidden = dino.model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        last = dino.model.layers[-1] if hasattr(dino.model, "layers") else dino.model.encoder.layer[-1]
+        keys = metrics._last_key_projection(dino.model)(last.layernorm_before(hidden))
+    keys = torch.nn.functional.normalize(keys, dim=-1)
+    assert torch.allclose(sims, keys @ keys.transpose(1, 2), atol=1e-5)
+    same = metrics.structure_distances(dino, scenes, [s.copy() for s in scenes])
+    assert same == pytest.approx([0.0, 0.0], abs=1e-10)
+    there, back = metrics.structure_distances(dino, scenes, noise), metrics.structure_distances(dino, noise, scenes)
+    assert there == pytest.approx(back) and min(there) > 0
+    with pytest.raises(ValueError):
+        metrics.structure_distances(dino, scenes, noise[:1])
+
+
 # ------------------------------------------------------------------------------------ FID, IS
 
 
@@ -339,7 +364,8 @@ def test_lpips_diversity_protocol():
 def test_lpips_unavailable_offline(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torchvision", None)
     reason = _reason(lambda: FeatureModels({}).lpips())
-    assert reason == "LPIPS (the DIV diversity score): needs the torchvision package (pip install torchvision)"
+    assert reason == ("LPIPS (the DIV diversity score, the background of an insertion): needs the torchvision package "
+                      "(pip install torchvision)")
     monkeypatch.delitem(sys.modules, "torchvision")
     reason = _reason(lambda: FeatureModels({}).lpips())
     if reason is None:

@@ -41,7 +41,7 @@ MARK = "s2sfuzz"  # every path a fuzz case names contains this, so a stray write
 ERROR_CODES = {v for k, v in vars(protocol.ErrorCode).items() if k.isupper()} - {"engine_died"}
 # Parameters naming where a job writes: the engine must refuse them unless absolute.
 WRITE_PATH_FIELDS = ("out_dir", "run_dir", "class_cache_dir", "gallery", "out")
-MODEL_KINDS = ("generate", "edit", "gallery", "train")  # need a loaded model: refused with no_model
+MODEL_KINDS = ("generate", "edit", "gallery", "train", "evaluate_insertion")  # need a loaded model: no_model
 MIN_LINES = 1000
 
 
@@ -446,6 +446,8 @@ def job_bases(told: Path) -> dict[str, dict]:
         "demo_subjects": {"out_dir": str(told / "demo")},
         "download_model": {"repo_id": f"{MARK}/none"},
         "evaluate": {"gallery": str(told / "gal")},
+        "evaluate_insertion": {"token": "<sks-dog>", "class_noun": "dog", "runs": [{"key": "base"}],
+                               "sources": [{"prompt": "a dog on a sofa", "seed": 0}], "out_dir": str(told / "ins")},
     }
 
 

@@ -185,3 +185,34 @@ def test_a_run_folder_being_trained_elsewhere_is_refused(make_trainer, tmp_path)
 def _mkdir(path):
     path.mkdir(parents=True)
     return path
+
+
+def test_the_prior_trains_on_the_base_models_own_class_latents(make_trainer, tmp_path, toy_loaded):
+    """Each class seed is cached as a PNG and the latent it was decoded from; the prior's targets are
+    those latents exactly (no VAE round trip), and a cache of PNGs alone gets its latents made."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.train import data
+
+    seen = {}
+    trainer = make_trainer("lora", steps=2, class_images=2, prior_on_latents=True)
+    trainer.on_trained = lambda tr: seen.update(first=tr.classes)  # the caches are freed after the run
+    trainer.run()
+    folder = trainer.class_folder
+    stored = torch.stack([load_file(str(data.class_latent_path(folder, s)))["latent"] for s in range(2)])
+    assert torch.equal(seen["first"].mean.cpu(), stored) and float(seen["first"].std.abs().max()) == 0.0
+    vae = toy_loaded.pipeline.vae
+    with torch.no_grad():
+        decoded = toy_loaded.pipeline.image_processor.postprocess(vae.decode(stored[:1]).sample, output_type="np")[0]
+    png = np.asarray(Image.open(folder / "00000.png"), dtype=np.float32) / 255
+    assert np.abs(decoded - png).max() <= 1 / 255 + 1e-6  # the PNG is that latent, decoded
+
+    # an older cache (PNGs only): the missing latent is made, the PNG kept
+    data.class_latent_path(folder, 1).unlink()
+    assert data.missing_class_seeds(folder, 2) == [1]
+    again = make_trainer("lora", run_dir=tmp_path / "again", steps=2, class_images=2, prior_on_latents=True)
+    again.on_trained = lambda tr: seen.update(again=tr.classes)
+    again.run()
+    assert again.class_images_missing == 1 and data.class_latent_path(folder, 1).is_file()
+    assert torch.equal(seen["again"].mean.cpu(), stored)

@@ -88,3 +88,37 @@ def test_error_response_shape():
         "id": 3,
         "error": {"code": "refused", "message": "no", "hint": "do this"},
     }
+
+
+INSERTION_BASE = {"token": "<sks-dog>", "class_noun": "dog", "runs": [{"key": "run1", "adapter": {"folder": "/r"}}],
+                  "sources": [{"prompt": "a dog on a sofa", "seed": 3}], "out_dir": "/tmp/ins"}
+
+
+def test_insertion_evaluation_params_default_to_the_measured_insertion_settings():
+    from engine.protocol.editing import INSERTION_DEFAULTS
+    from engine.server import JOB_HANDLERS, NEEDS_MODEL
+
+    params = protocol.validate_job("evaluate_insertion", dict(INSERTION_BASE))
+    assert params["shared_steps"] == INSERTION_DEFAULTS["shared_steps"] and params["cross_steps"] == 0.0
+    assert params["blend"] is True and params["invert"] == "direct" and params["into"] == ""
+    assert "evaluate_insertion" in protocol.JOB_KINDS and "evaluate_insertion" in JOB_HANDLERS  # hello lists it
+    assert "evaluate_insertion" in NEEDS_MODEL
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"sources": []}, "at least one source"),
+        ({"sources": [{"prompt": " "}]}, "prompt"),
+        ({"sources": [{"prompt": "a dog", "seed": -1}]}, "seed"),
+        ({"sources": [{"prompt": "a dog", "mask": "x"}]}, "unknown field"),
+        ({"runs": [{"key": "../x"}]}, "key"),
+        ({"metrics": ["fid"]}, "unknown metric"),
+        ({"feature_models": {"inceptionv4": "x"}}, "unknown feature model"),
+        ({"steps": 1}, "≥ 2"),
+    ],
+)
+def test_bad_insertion_evaluation_params_say_what_is_wrong(change, problem):
+    with pytest.raises(ProtocolError) as info:
+        protocol.validate_job("evaluate_insertion", dict(INSERTION_BASE, **change))
+    assert info.value.code == ErrorCode.INVALID_PARAMS and problem in info.value.message

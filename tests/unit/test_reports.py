@@ -115,3 +115,68 @@ def test_html_report_opens_in_headless_chromium_without_errors(gallery, tmp_path
     assert not [line for line in console if "Error" in line or "Uncaught" in line], console
     assert "<title>order:Base model|#1 LoRA</title>" in result.stdout  # 0.21 before 0.63
     assert result.stdout.count("<tr") >= 2 + 3 + 1
+
+
+# ------------------------------------------------------------------------------------ insertion
+def insertion_evaluation(folder) -> dict:
+    """An insertion evaluation as the engine writes it: two runs, two sources, one of them cancelled short."""
+    edits = {}
+    for key, colour in (("run1", (200, 40, 40)), ("run2", (40, 40, 200))):
+        (folder / key).mkdir(parents=True, exist_ok=True)
+        edits[key] = []
+        for i in range(2 if key == "run1" else 1):
+            Image.new("RGB", (64, 64), (128, 128, 128)).save(folder / key / f"s0{i}-original.png")
+            Image.new("RGB", (64, 64), colour).save(folder / key / f"s0{i}-edited.png")
+            edits[key].append({"source": i, "original": f"{key}/s0{i}-original.png", "edited": f"{key}/s0{i}-edited.png",
+                               "area": "", "present": i == 0, "iou": 0.5, "psnr_outside": 31.25})
+
+    def score(value, n):
+        return {"value": value, "n": n}
+
+    no_dino = {"value": None, "unavailable": "DINO model facebook/dino-vits16 is not downloaded"}
+    return {
+        "version": 1, "kind": "insertion", "complete": False, "token": "<dotty-star>", "class_noun": "star",
+        "into": "red", "area": "the source's and the edit's objects (toy evaluator)",
+        "settings": {"steps": 25, "guidance": 7.5, "model": "Toy world (demo)"},
+        "sources": [{"prompt": "a red star on a blue background", "target": "a <dotty-star> star on a blue background",
+                     "seed": 0},
+                    {"prompt": "a red star on a white background", "target": "a <dotty-star> star on a white background",
+                     "image": "/photos/white.png"}],
+        "metrics": [{"name": "subject_rate", "title": "Subject in (toy)", "higher_is_better": True,
+                     "model": "toy evaluator", "note": "share"},
+                    {"name": "structure", "title": "Structure dist.", "higher_is_better": False, "model": "",
+                     "note": "PIE-Bench"},
+                    {"name": "psnr_outside", "title": "PSNR outside", "higher_is_better": True, "model": "", "note": "dB"}],
+        "rows": [{"column": "run1", "label": "#1 LoRA", "edits": edits["run1"],
+                  "scores": {"subject_rate": score(0.5, 2), "structure": no_dino, "psnr_outside": score(31.25, 2)}},
+                 {"column": "run2", "label": "#2 DreamBooth", "edits": edits["run2"],
+                  "scores": {"subject_rate": score(1.0, 1), "structure": no_dino,
+                             "psnr_outside": {"value": 28.0, "n": 1, "warning": "1 of 2 source pictures left out"}}}],
+        "best": None,
+    }
+
+
+def test_insertion_markdown_has_the_table_counts_and_reasons(tmp_path):
+    text = reports.insertion_markdown(insertion_evaluation(tmp_path))
+    assert text.startswith("## Putting <dotty-star> in\n")
+    assert "“red” becomes <dotty-star> in 2 source picture(s), 1 of them inverted photos" in text
+    assert "| Run | Subject in (toy) ↑ | Structure dist. ↓ | PSNR outside ↑ | n |" in text
+    assert "| #1 LoRA | 0.500 | n/a | 31.2 | 2 |" in text and "| #2 DreamBooth | 1.000 | n/a | 28.0 * | 1 |" in text
+    assert "Structure dist. not available: DINO model facebook/dino-vits16 is not downloaded" in text
+    assert "PSNR outside *: 1 of 2 source pictures left out" in text and "Cancelled before it finished" in text
+    assert "2. a red star on a white background (white.png, inverted) → a <dotty-star> star on a white background" in text
+
+
+def test_insertion_exports_write_csv_markdown_and_a_self_contained_page(tmp_path):
+    folder = tmp_path / "insertion"
+    evaluation = insertion_evaluation(folder)
+    written = reports.export_insertion(folder, evaluation, tmp_path / "out")
+    assert {p.name for p in written.values()} == {"insertion.csv", "insertion.md", "insertion-report.html"}
+    rows = list(csv.DictReader(open(written["csv"], encoding="utf-8")))
+    assert [r["column"] for r in rows] == ["run1", "run2"] and rows[1]["subject_rate_n"] == "1"
+    assert rows[0]["structure"] == "" and rows[0]["psnr_outside"] == "31.25"
+    page = written["html"].read_text(encoding="utf-8")
+    # the examples: source 1 with both runs' edits (3 pictures), source 2 with run1's only (run2 was cancelled)
+    assert page.count("data:image/png;base64,") == 5 and "src='run1" not in page
+    assert "&lt;dotty-star&gt;" in page and "subject found, IoU 0.50, PSNR outside 31.2 dB" in page
+    assert "not downloaded" in page and "Cancelled before it finished" in page
