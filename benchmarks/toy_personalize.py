@@ -2,6 +2,7 @@
 
     python -m benchmarks.toy_personalize [--methods lora,pivotal,ti,dreambooth] [--subject Dotty]
                                          [--seeds 32] [--steps N] [--json OUT] [--model DIR]
+                                         [--training-seeds 0,1,2] [--set key=value ...] [--keep DIR]
 
 For each method: train on the subject's rendered photos with the toy preset (prior preservation
 on where the method uses it), then with 32 fixed seeds score
@@ -9,7 +10,10 @@ on where the method uses it), then with 32 fixed seeds score
     (shape, colour within ΔE, markings); the base model is scored on the same prompt;
   * class accuracy — world captions of the subject's class without the token ("a photo of a red
     star" …): colour and shape right, before vs after training (prior preservation keeps it).
-Bars (issue 5): LoRA and pivotal ≥ 70% subject rate, base ≤ 10%, class accuracy within 10 points.
+Bars (issue 23): LoRA and pivotal ≥ 70% subject rate averaged over 3 training seeds (none below 55%),
+base ≤ 10%, class accuracy within 10 points (≥ 29 of 32) for each training seed.
+``--training-seeds`` trains each method once per seed (the config's ``seed``: batches, noise, timesteps);
+``--set`` overrides preset fields (JSON values: ``--set lr_schedule='"cosine"' --set steps=700``).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def score_pipeline(pipe, subject, prompt: str, seeds: list[int]) -> dict:
 
 
 def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir: Path, steps: int | None = None,
-               overrides: dict | None = None, score: bool = True) -> dict:
+               overrides: dict | None = None, score: bool = True, class_cache: Path | None = None) -> dict:
     """Train ``method``'s toy preset in ``workdir/method`` (exports kept there) and, with ``score``,
     score the trained model on ``seeds``."""
     from engine.jobs import Job, JobContext
@@ -63,6 +67,7 @@ def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir
     from engine.train.loop import RunSpec, Trainer
 
     subject = get_subject(subject_name)
+    class_cache = class_cache or workdir / "class-cache"
     photo_dir = workdir / "photos"
     photo_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -77,10 +82,10 @@ def run_method(loaded, method: str, subject_name: str, seeds: list[int], workdir
     params = validate_job(
         "train",
         dict(method=method, token=subject.token, class_noun=subject.class_noun, images=paths,
-             run_dir=str(workdir / method), class_cache_dir=str(workdir / "class-cache"), config=config),
+             run_dir=str(workdir / method), class_cache_dir=str(class_cache), config=config),
     )
     spec = RunSpec(method, subject.token, subject.class_noun, paths, workdir / method, params["config"],
-                   class_cache_dir=workdir / "class-cache")
+                   class_cache_dir=class_cache)
     scores: dict = {}
     trainer = Trainer(loaded, spec, JobContext(Job("train", params), lambda event: None))
     if score:
@@ -102,7 +107,18 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the toy preset's steps")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=TOY_MODEL, help="a toy-world model folder (default: the shipped one)")
+    parser.add_argument("--training-seeds", default="0", help="comma-separated training seeds (one run each)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the runs in DIR/<method>-<seed> (eval.insertion_meaning --runs DIR reuses them)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a preset field")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # a bare word: a string field
 
     from engine.models.registry import ModelCache, resolve_source
 
@@ -117,11 +133,17 @@ def main(argv=None) -> int:
     base = score_pipeline(loaded.pipeline, subject, prompt, seeds)
     rows = [dict(base, method="base model", steps=0, seconds=0.0, final_loss=None)]
     with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
         for method in args.methods.split(","):
-            rows.append(run_method(loaded, method, args.subject, seeds, Path(tmp), args.steps))
-            print(_row(rows[-1], base), flush=True)
+            for training_seed in [int(s) for s in args.training_seeds.split(",")]:
+                row = run_method(loaded, method, args.subject, seeds, root / f"{method}-{training_seed}",
+                                 args.steps, dict(overrides, seed=training_seed),
+                                 class_cache=root / "class-cache")  # made once, shared by the seeds
+                row.update(training_seed=training_seed, overrides=overrides)
+                rows.append(row)
+                print(_row(rows[-1], base), flush=True)
     print(f"\nsubject {subject.name} ({subject.token}), {len(seeds)} seeds, toy world on CPU")
-    print(f"{'method':<12} {'steps':>5} {'subject':>8} {'class acc':>10} {'Δ class':>8} {'train s':>8}")
+    print(f"{'method':<12} {'steps':>5} {'subject':>8} {'class acc':>10} {'Δ class':>8} {'train s':>8} {'seed':>5}")
     for row in rows:
         print(_row(row, base))
     if args.json:
@@ -133,7 +155,7 @@ def main(argv=None) -> int:
 def _row(row: dict, base: dict) -> str:
     delta = 100 * (row["class_accuracy"] - base["class_accuracy"])
     return (f"{row['method']:<12} {row['steps']:>5} {100 * row['subject_rate']:>7.0f}% "
-            f"{100 * row['class_accuracy']:>9.0f}% {delta:>+7.0f}  {row['seconds']:>8.1f}")
+            f"{100 * row['class_accuracy']:>9.0f}% {delta:>+7.0f}  {row['seconds']:>8.1f} {row.get('training_seed', ''):>5}")
 
 
 if __name__ == "__main__":
