@@ -32,3 +32,12 @@ class EarlyEvents:
         messages = self._held.pop(job, [])
         self._held.clear()
         return messages
+
+    async def submit(self, params: dict, label: str) -> str:
+        """Submit a job of this kind, holding its events while ``submit()`` is awaited; the job id
+        (the engine's error propagates, with holding stopped)."""
+        self.submitting = True
+        try:
+            return await self.engine.submit(self.kind, params, label=label)
+        finally:
+            self.submitting = False

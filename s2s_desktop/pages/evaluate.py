@@ -515,15 +515,12 @@ class EvaluatePage(QWidget):
         set_enabled(self.evaluate_button, False)
         set_progress(self.progress, 0, 1)
         self.show_status("Queued…")
-        self._early.submitting = True
         try:
-            job = await self.engine.submit("evaluate", params, label=f"Evaluate gallery #{self.gallery.id}")
+            job = await self._early.submit(params, label=f"Evaluate gallery #{self.gallery.id}")
         except Exception as exc:
-            self._early.submitting = False
             set_enabled(self.evaluate_button, True)
             self.show_status(f"Could not start: {exc}", error=True)
             return
-        self._early.submitting = False
         self.current_job = job
         set_enabled(self.cancel_button, True)
         for message in self._early.release(job):

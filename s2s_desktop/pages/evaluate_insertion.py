@@ -300,15 +300,12 @@ class InsertionPanel(QWidget):
         set_enabled(self.evaluate_button, False)
         set_progress(self.progress, 0, 1)
         self.show_status(f"Queued: {len(params['runs'])} run(s) × {len(params['sources'])} picture(s)…")
-        self._early.submitting = True
         try:
-            job = await self.engine.submit(KIND, params, label=f"Putting {self.current_subject().name} in")
+            job = await self._early.submit(params, label=f"Putting {self.current_subject().name} in")
         except Exception as exc:
-            self._early.submitting = False
             set_enabled(self.evaluate_button, True)
             self.show_status(f"Could not start: {exc}", error=True)
             return
-        self._early.submitting = False
         self.current_job = job
         set_enabled(self.cancel_button, True)
         for message in self._early.release(job):
